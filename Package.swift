@@ -1,0 +1,52 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// docknfv: dual-homed VNF containers and container network policy on Linux.
+// C libraries are reached through system-library targets (Debian -dev packages via
+// pkg-config) and one small C shim for what Swift cannot import.
+let package = Package(
+    name: "docknfv",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "docknfv-init", targets: ["docknfv-init"]),
+        .executable(name: "docknfv-bench", targets: ["docknfv-bench"]),
+        .library(name: "Routing", targets: ["Routing"]),
+        .library(name: "DualHome", targets: ["DualHome"]),
+        .library(name: "NetNS", targets: ["NetNS"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries.
+        .systemLibrary(name: "CLibNL", pkgConfig: "libnl-route-3.0",
+                       providers: [.apt(["libnl-3-dev", "libnl-route-3-dev"])]),
+        .systemLibrary(name: "CLibIP4TC", pkgConfig: "libip4tc", providers: [.apt(["libiptc-dev"])]),
+        .systemLibrary(name: "CLibIP6TC", pkgConfig: "libip6tc", providers: [.apt(["libiptc-dev"])]),
+        .systemLibrary(name: "CLibMNL", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
+        .target(name: "CDockNFVShim"),
+
+        // Library modules, one job each.
+        .target(name: "NetTypes"),
+        .target(name: "NetNS", dependencies: ["CDockNFVShim"]),
+        .target(name: "Routing", dependencies: ["NetTypes", "CLibNL", "CDockNFVShim"]),
+        .target(name: "DualHome", dependencies: ["Routing"]),
+        .target(name: "InitSupervisor", dependencies: ["DualHome", "Routing"]),
+
+        // Thin executables.
+        .executableTarget(name: "docknfv-init", dependencies: [
+            "InitSupervisor", "DualHome", "Routing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS"]),
+
+        // Tests.
+        .target(name: "TestSupport", dependencies: ["NetNS"], path: "Tests/TestSupport"),
+        .testTarget(name: "NetNSTests", dependencies: ["NetNS", "TestSupport"]),
+        .testTarget(name: "RoutingTests", dependencies: ["Routing", "NetNS", "TestSupport"]),
+        .testTarget(name: "DualHomeTests", dependencies: ["DualHome", "Routing", "NetNS", "TestSupport"]),
+        .testTarget(name: "InitSupervisorTests", dependencies: [
+            "InitSupervisor", "DualHome", "TestSupport", "docknfv-init",
+        ]),
+    ]
+)

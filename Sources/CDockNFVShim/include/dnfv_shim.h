@@ -1,0 +1,22 @@
+// Small C helpers for what Swift cannot import directly: declarations hidden
+// behind _GNU_SOURCE (setns, CLONE_NEWNET) and function-like ioctl macros.
+#ifndef DOCKNFV_SHIM_H
+#define DOCKNFV_SHIM_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+/// setns(2) restricted to network namespaces. Returns 0 or -1 with errno set.
+int dnfv_setns_net(int fd);
+
+/// The namespace type of an nsfs file descriptor (NS_GET_NSTYPE ioctl).
+/// Returns the CLONE_NEW* flag, or -1 with errno set (ENOTTY: not a namespace file).
+int dnfv_ns_type(int fd);
+
+/// CLONE_NEWNET, which glibc only declares under _GNU_SOURCE.
+int dnfv_clone_newnet(void);
+
+/// gettid(2) — the calling thread's kernel id (used to name /proc/thread-self-like paths).
+pid_t dnfv_gettid(void);
+
+#endif

@@ -1,0 +1,180 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An address family: IPv4 or IPv6.
+public enum IPFamily: String, Sendable, Hashable, CaseIterable, Codable, CustomStringConvertible {
+    case v4 = "ipv4"
+    case v6 = "ipv6"
+
+    /// The `AF_*` constant.
+    public var addressFamily: Int32 { self == .v4 ? AF_INET : AF_INET6 }
+    public var byteCount: Int { self == .v4 ? 4 : 16 }
+    public var bitCount: Int { byteCount * 8 }
+    public var description: String { rawValue }
+
+    public init?(addressFamily: Int32) {
+        switch addressFamily {
+        case AF_INET: self = .v4
+        case AF_INET6: self = .v6
+        default: return nil
+        }
+    }
+}
+
+/// An IPv4 or IPv6 address held as network-order bytes.
+public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible, LosslessStringConvertible {
+    public let family: IPFamily
+    /// 4 or 16 bytes, network order.
+    public let bytes: [UInt8]
+
+    public init?(family: IPFamily, bytes: [UInt8]) {
+        guard bytes.count == family.byteCount else { return nil }
+        self.family = family
+        self.bytes = bytes
+    }
+
+    /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (no prefix, no zone).
+    public init?(_ text: String) {
+        if text.contains(":") {
+            var raw = in6_addr()
+            guard inet_pton(AF_INET6, text, &raw) == 1 else { return nil }
+            self.family = .v6
+            self.bytes = withUnsafeBytes(of: &raw) { Array($0) }
+        } else {
+            // inet_pton(AF_INET) accepts exactly four decimal octets, no leading junk.
+            var raw = in_addr()
+            guard inet_pton(AF_INET, text, &raw) == 1 else { return nil }
+            self.family = .v4
+            self.bytes = withUnsafeBytes(of: &raw) { Array($0) }
+        }
+    }
+
+    public var description: String {
+        var buffer = [CChar](repeating: 0, count: Int(INET6_ADDRSTRLEN))
+        return bytes.withUnsafeBytes { raw in
+            guard inet_ntop(family.addressFamily, raw.baseAddress, &buffer, socklen_t(buffer.count)) != nil else {
+                return "?"
+            }
+            return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+    }
+
+    public static func zero(_ family: IPFamily) -> IPAddress {
+        IPAddress(family: family, bytes: [UInt8](repeating: 0, count: family.byteCount))!
+    }
+
+    /// fe80::/10.
+    public var isIPv6LinkLocal: Bool { family == .v6 && bytes[0] == 0xfe && (bytes[1] & 0xc0) == 0x80 }
+    /// 169.254.0.0/16.
+    public var isIPv4LinkLocal: Bool { family == .v4 && bytes[0] == 169 && bytes[1] == 254 }
+    public var isLinkLocal: Bool { isIPv4LinkLocal || isIPv6LinkLocal }
+
+    public static func < (lhs: IPAddress, rhs: IPAddress) -> Bool {
+        if lhs.family != rhs.family { return lhs.family == .v4 }
+        return lhs.bytes.lexicographicallyPrecedes(rhs.bytes)
+    }
+
+    /// The address with every bit past `length` cleared.
+    public func masked(to length: Int) -> IPAddress {
+        var out = bytes
+        for index in out.indices {
+            let bitsBefore = index * 8
+            if bitsBefore >= length { out[index] = 0 }
+            else if bitsBefore + 8 > length {
+                let keep = length - bitsBefore
+                out[index] &= UInt8(truncatingIfNeeded: 0xff << (8 - keep))
+            }
+        }
+        return IPAddress(family: family, bytes: out)!
+    }
+}
+
+/// A network prefix such as `10.1.0.0/24` or `::/0`. The address is kept as given;
+/// `network` clears the host bits.
+public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible, LosslessStringConvertible {
+    public let address: IPAddress
+    public let length: Int
+
+    public init?(address: IPAddress, length: Int) {
+        guard (0...address.family.bitCount).contains(length) else { return nil }
+        self.address = address
+        self.length = length
+    }
+
+    /// Parses `ADDR/LEN`; a bare address is a host prefix (/32 or /128).
+    /// The word `default` means 0.0.0.0/0 unless `family` says otherwise.
+    public init?(_ text: String) { self.init(text, family: nil) }
+
+    public init?(_ text: String, family: IPFamily?) {
+        if text == "default" {
+            self = IPPrefix.default(family ?? .v4)
+            return
+        }
+        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
+        guard parts.count == 1 || parts.count == 2, let address = IPAddress(String(parts[0])) else { return nil }
+        if let family, address.family != family { return nil }
+        var length = address.family.bitCount
+        if parts.count == 2 {
+            let lengthText = parts[1]
+            guard !lengthText.isEmpty, lengthText.count <= 3, lengthText.allSatisfy(\.isASCIIDigit),
+                  let parsed = Int(lengthText) else { return nil }
+            length = parsed
+        }
+        self.init(address: address, length: length)
+    }
+
+    public static func `default`(_ family: IPFamily) -> IPPrefix {
+        IPPrefix(address: .zero(family), length: 0)!
+    }
+
+    public var family: IPFamily { address.family }
+    public var isDefault: Bool { length == 0 }
+    public var isHost: Bool { length == family.bitCount }
+    /// The prefix with host bits cleared (`10.1.0.7/24` → `10.1.0.0/24`).
+    public var network: IPPrefix { IPPrefix(address: address.masked(to: length), length: length)! }
+    public var hasHostBits: Bool { address.masked(to: length) != address }
+
+    public func contains(_ other: IPAddress) -> Bool {
+        other.family == family && other.masked(to: length) == address.masked(to: length)
+    }
+
+    public var description: String { "\(address)/\(length)" }
+
+    /// The IPv4 dotted netmask (`255.255.255.0`), as OpenVPN and `route` want it.
+    public var ipv4Netmask: String? {
+        guard family == .v4 else { return nil }
+        let mask: UInt32 = length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(length))
+        return "\(mask >> 24 & 0xff).\(mask >> 16 & 0xff).\(mask >> 8 & 0xff).\(mask & 0xff)"
+    }
+
+    public static func < (lhs: IPPrefix, rhs: IPPrefix) -> Bool {
+        if lhs.address != rhs.address { return lhs.address < rhs.address }
+        return lhs.length < rhs.length
+    }
+}
+
+/// An address assigned to an interface, with the length of its subnet (`10.1.0.2/24`).
+public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
+    public let address: IPAddress
+    public let prefixLength: Int
+
+    public init(address: IPAddress, prefixLength: Int) {
+        self.address = address
+        self.prefixLength = prefixLength
+    }
+
+    public init?(_ text: String) {
+        guard let prefix = IPPrefix(text) else { return nil }
+        self.init(address: prefix.address, prefixLength: prefix.length)
+    }
+
+    public var family: IPFamily { address.family }
+    /// The attached subnet, host bits cleared.
+    public var subnet: IPPrefix { IPPrefix(address: address, length: prefixLength)!.network }
+    public var description: String { "\(address)/\(prefixLength)" }
+}
+
+extension Character {
+    var isASCIIDigit: Bool { ("0"..."9").contains(self) }
+}
