@@ -30,8 +30,8 @@ let package = Package(
         .target(name: "NetTypes"),
         .target(name: "NetNS", dependencies: ["CDockNFVShim"]),
         .target(name: "Routing", dependencies: ["NetTypes", "CLibNL", "CDockNFVShim"]),
-        .target(name: "DualHome", dependencies: ["Routing"]),
-        .target(name: "InitSupervisor", dependencies: ["DualHome", "Routing"]),
+        .target(name: "DualHome", dependencies: ["NetTypes", "Routing"]),
+        .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "CDockNFVShim"]),
 
         // Thin executables.
         .executableTarget(name: "docknfv-init", dependencies: [

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #include <linux/nsfs.h>
@@ -15,3 +16,5 @@ int dnfv_ns_type(int fd) { return ioctl(fd, NS_GET_NSTYPE); }
 int dnfv_clone_newnet(void) { return CLONE_NEWNET; }
 
 pid_t dnfv_gettid(void) { return (pid_t)syscall(SYS_gettid); }
+
+int dnfv_set_child_subreaper(void) { return prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); }

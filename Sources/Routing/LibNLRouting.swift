@@ -49,7 +49,9 @@ public final class LibNLRouting: RoutingBackend {
     public func routes(family: IPFamily, table: UInt32?) throws -> [Route] {
         try withCache(call: "rtnl_route_alloc_cache", object: "\(family) routes",
                       { rtnl_route_alloc_cache(socket, family.addressFamily, 0, &$0) }) { object in
-            guard rtnl_route_get_type(object) == UInt8(RTN_UNICAST) else { return nil }
+            // The kernel may answer a family-filtered dump with other families' objects too.
+            guard Int32(rtnl_route_get_family(object)) == family.addressFamily,
+                  rtnl_route_get_type(object) == UInt8(RTN_UNICAST) else { return nil }
             let routeTable = rtnl_route_get_table(object)
             if let table, routeTable != table { return nil }
             let destination: IPPrefix
@@ -75,7 +77,8 @@ public final class LibNLRouting: RoutingBackend {
     public func rules(family: IPFamily) throws -> [PolicyRule] {
         try withCache(call: "rtnl_rule_alloc_cache", object: "\(family) rules",
                       { rtnl_rule_alloc_cache(socket, family.addressFamily, &$0) }) { object in
-            guard rtnl_rule_get_action(object) == UInt8(FR_ACT_TO_TBL) else { return nil }
+            guard rtnl_rule_get_family(object) == family.addressFamily,
+                  rtnl_rule_get_action(object) == UInt8(FR_ACT_TO_TBL) else { return nil }
             var proto: UInt8 = 0
             _ = rtnl_rule_get_protocol(object, &proto)
             let mark = rtnl_rule_get_mark(object)

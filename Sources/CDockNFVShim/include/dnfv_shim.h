@@ -19,4 +19,8 @@ int dnfv_clone_newnet(void);
 /// gettid(2) — the calling thread's kernel id (used to name /proc/thread-self-like paths).
 pid_t dnfv_gettid(void);
 
+/// prctl(PR_SET_CHILD_SUBREAPER, 1): orphaned descendants are re-parented to the caller
+/// (so a supervisor that is not PID 1 can still reap them). Returns 0 or -1 with errno set.
+int dnfv_set_child_subreaper(void);
+
 #endif

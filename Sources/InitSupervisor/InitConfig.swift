@@ -1,0 +1,286 @@
+import DualHome
+import NetTypes
+import Foundation
+
+/// docknfv-init's configuration: `/etc/docknfv/init.json` (or `--config`), then `DOCKNFV_*`
+/// environment variables on top.
+public struct InitConfig: Sendable, Equatable {
+    public var dualHome: DualHomeConfig
+    /// How long to wait for the interfaces to exist, be up and hold an address.
+    public var waitTimeoutSeconds: Double
+    /// Where docknfv keeps its desired state (rules re-applied at start).
+    public var stateDir: String
+
+    public static let defaultPath = "/etc/docknfv/init.json"
+    public static let defaultWaitTimeout: Double = 30
+    public static let defaultStateDir = "/var/lib/docknfv"
+
+    public init(dualHome: DualHomeConfig = DualHomeConfig(), waitTimeoutSeconds: Double = defaultWaitTimeout,
+                stateDir: String = defaultStateDir) {
+        self.dualHome = dualHome
+        self.waitTimeoutSeconds = waitTimeoutSeconds
+        self.stateDir = stateDir
+    }
+
+    /// The environment variable that overrides each configuration field.
+    public static let environmentNames: [String: String] = [
+        "mode": "DOCKNFV_MODE",
+        "left.interface": "DOCKNFV_LEFT_IF", "right.interface": "DOCKNFV_RIGHT_IF",
+        "left.gateway": "DOCKNFV_LEFT_GW", "right.gateway": "DOCKNFV_RIGHT_GW",
+        "left.table": "DOCKNFV_LEFT_TABLE", "right.table": "DOCKNFV_RIGHT_TABLE",
+        "rulePriority": "DOCKNFV_RULE_PRIORITY", "waitTimeoutSeconds": "DOCKNFV_WAIT_TIMEOUT",
+        "stateDir": "DOCKNFV_STATE_DIR",
+    ]
+
+    /// Loads the file (when `path` is given it must exist; the default path is optional), applies
+    /// environment overrides and validates the result.
+    public static func load(path: String?, environment: [String: String]) throws(InitConfigError) -> InitConfig {
+        var config = InitConfig()
+        let filePath = path ?? defaultPath
+        if let data = try readFile(filePath, required: path != nil) {
+            try config.merge(json: data, path: filePath)
+        }
+        try config.merge(environment: environment)
+        do { try config.dualHome.validate() } catch { throw InitConfigError(error) }
+        return config
+    }
+
+    static func readFile(_ path: String, required: Bool) throws(InitConfigError) -> Data? {
+        guard FileManager.default.fileExists(atPath: path) else {
+            if required { throw .unreadable(path: path, reason: "no such file") }
+            return nil
+        }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw .unreadable(path: path, reason: "cannot be read")
+        }
+        return data
+    }
+
+    // MARK: JSON
+
+    mutating func merge(json data: Data, path: String) throws(InitConfigError) {
+        let file: FileConfig
+        do {
+            file = try JSONDecoder().decode(FileConfig.self, from: data)
+        } catch let error as InitConfigError {
+            throw error.inFile(path)
+        } catch let DecodingError.dataCorrupted(context) where context.codingPath.isEmpty {
+            throw .malformedJSON(path: path, detail: Self.underlyingText(context))
+        } catch let error as DecodingError {
+            throw Self.describe(error, path: path)
+        } catch {
+            throw .malformedJSON(path: path, detail: String(describing: error))
+        }
+        if let mode = file.mode { try setMode(mode, field: "mode") }
+        for (name, side) in [("left", file.left), ("right", file.right)] {
+            guard let side else { continue }
+            if let interface = side.interface { try setInterface(interface, side: name, field: "\(name).interface") }
+            if let gateways = side.gateway { try setGateways(gateways, side: name, field: "\(name).gateway") }
+            if let table = side.table { setTable(table, side: name) }
+        }
+        if let priority = file.rulePriority { dualHome.rulePriority = priority }
+        if let timeout = file.waitTimeoutSeconds { try setTimeout(timeout, field: "waitTimeoutSeconds") }
+        if let stateDir = file.stateDir { self.stateDir = stateDir }
+    }
+
+    static func describe(_ error: DecodingError, path: String) -> InitConfigError {
+        func field(_ codingPath: [any CodingKey]) -> String {
+            codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        }
+        switch error {
+        case .typeMismatch(let type, let context):
+            return .invalid(field: field(context.codingPath), value: "(\(path))", reason: "expected \(typeName(type))")
+        case .valueNotFound(let type, let context):
+            return .invalid(field: field(context.codingPath), value: "null (\(path))", reason: "expected \(typeName(type))")
+        case .keyNotFound(let key, let context):
+            return .invalid(field: field(context.codingPath + [key]), value: "(\(path))", reason: "required")
+        case .dataCorrupted(let context):
+            return .invalid(field: field(context.codingPath), value: "(\(path))", reason: context.debugDescription)
+        @unknown default:
+            return .malformedJSON(path: path, detail: String(describing: error))
+        }
+    }
+
+    static func typeName(_ type: Any.Type) -> String {
+        switch type {
+        case is UInt32.Type: return "a whole number from 0 to 4294967295"
+        case is Double.Type: return "a number"
+        case is String.Type: return "a string"
+        default: return "\(type)"
+        }
+    }
+
+    static func underlyingText(_ context: DecodingError.Context) -> String {
+        if let underlying = context.underlyingError { return "\(context.debugDescription) \(underlying.localizedDescription)" }
+        return context.debugDescription
+    }
+
+    // MARK: Environment
+
+    mutating func merge(environment env: [String: String]) throws(InitConfigError) {
+        if let mode = env["DOCKNFV_MODE"] { try setMode(mode, field: "DOCKNFV_MODE") }
+        for side in ["left", "right"] {
+            let upper = side.uppercased()
+            if let name = env["DOCKNFV_\(upper)_IF"] { try setInterface(name, side: side, field: "DOCKNFV_\(upper)_IF") }
+            if let text = env["DOCKNFV_\(upper)_GW"] {
+                let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+                try setGateways(text.trimmingCharacters(in: .whitespaces).isEmpty ? [] : parts, side: side, field: "DOCKNFV_\(upper)_GW")
+            }
+            if let text = env["DOCKNFV_\(upper)_TABLE"] {
+                setTable(try Self.parseUInt32(text, field: "DOCKNFV_\(upper)_TABLE"), side: side)
+            }
+        }
+        if let text = env["DOCKNFV_RULE_PRIORITY"] {
+            dualHome.rulePriority = try Self.parseUInt32(text, field: "DOCKNFV_RULE_PRIORITY")
+        }
+        if let text = env["DOCKNFV_WAIT_TIMEOUT"] {
+            guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
+                throw .invalid(field: "DOCKNFV_WAIT_TIMEOUT", value: text, reason: "not a number of seconds")
+            }
+            try setTimeout(value, field: "DOCKNFV_WAIT_TIMEOUT")
+        }
+        if let dir = env["DOCKNFV_STATE_DIR"], !dir.isEmpty { stateDir = dir }
+    }
+
+    static func parseUInt32(_ text: String, field: String) throws(InitConfigError) -> UInt32 {
+        let trimmed = text.trimmingCharacters(in: .whitespaces)
+        guard !trimmed.isEmpty, trimmed.allSatisfy({ $0.isASCII && $0.isNumber }), let value = UInt32(trimmed) else {
+            throw .invalid(field: field, value: text, reason: "expected a whole number from 0 to 4294967295")
+        }
+        return value
+    }
+
+    // MARK: Setters shared by both sources
+
+    mutating func setMode(_ text: String, field: String) throws(InitConfigError) {
+        guard let mode = DualHomeMode(rawValue: text.lowercased()) else {
+            throw .invalid(field: field, value: text, reason: "unknown mode (expected \(DualHomeMode.allCases.map(\.rawValue).joined(separator: " or ")))")
+        }
+        dualHome.mode = mode
+    }
+
+    mutating func setInterface(_ name: String, side: String, field: String) throws(InitConfigError) {
+        do { try DualHomeConfig.validateInterfaceName(name, field: field) } catch { throw InitConfigError(error) }
+        if side == "left" { dualHome.left.interface = name } else { dualHome.right.interface = name }
+    }
+
+    mutating func setGateways(_ texts: [String], side: String, field: String) throws(InitConfigError) {
+        var gateways: [IPAddress] = []
+        for text in texts {
+            guard let address = IPAddress(text) else {
+                throw .invalid(field: field, value: text, reason: "not an IPv4 or IPv6 address")
+            }
+            if gateways.contains(where: { $0.family == address.family }) {
+                throw .invalid(field: field, value: texts.joined(separator: ","), reason: "at most one \(address.family) gateway")
+            }
+            gateways.append(address)
+        }
+        if side == "left" { dualHome.left.gateways = gateways } else { dualHome.right.gateways = gateways }
+    }
+
+    mutating func setTable(_ table: UInt32, side: String) {
+        if side == "left" { dualHome.left.table = table } else { dualHome.right.table = table }
+    }
+
+    mutating func setTimeout(_ value: Double, field: String) throws(InitConfigError) {
+        guard value.isFinite, value >= 0, value <= 86_400 else {
+            throw .invalid(field: field, value: String(value), reason: "expected seconds between 0 and 86400")
+        }
+        waitTimeoutSeconds = value
+    }
+}
+
+/// The JSON file's shape. Unknown keys are rejected so a typo never silently falls back to a default.
+struct FileConfig: Decodable {
+    var mode: String?
+    var left: FileSide?
+    var right: FileSide?
+    var rulePriority: UInt32?
+    var waitTimeoutSeconds: Double?
+    var stateDir: String?
+
+    enum CodingKeys: String, CodingKey, CaseIterable {
+        case mode, left, right, rulePriority, waitTimeoutSeconds, stateDir
+    }
+
+    init(from decoder: any Decoder) throws {
+        try rejectUnknownKeys(decoder, allowed: CodingKeys.allCases.map(\.rawValue), prefix: "")
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        mode = try container.decodeIfPresent(String.self, forKey: .mode)
+        left = try container.decodeIfPresent(FileSide.self, forKey: .left)
+        right = try container.decodeIfPresent(FileSide.self, forKey: .right)
+        rulePriority = try container.decodeIfPresent(UInt32.self, forKey: .rulePriority)
+        waitTimeoutSeconds = try container.decodeIfPresent(Double.self, forKey: .waitTimeoutSeconds)
+        stateDir = try container.decodeIfPresent(String.self, forKey: .stateDir)
+    }
+}
+
+struct FileSide: Decodable {
+    var interface: String?
+    /// One address, or a list with at most one per family.
+    var gateway: [String]?
+    var table: UInt32?
+
+    enum CodingKeys: String, CodingKey, CaseIterable { case interface, gateway, table }
+
+    init(from decoder: any Decoder) throws {
+        let prefix = decoder.codingPath.map(\.stringValue).joined(separator: ".") + "."
+        try rejectUnknownKeys(decoder, allowed: CodingKeys.allCases.map(\.rawValue), prefix: prefix)
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        interface = try container.decodeIfPresent(String.self, forKey: .interface)
+        table = try container.decodeIfPresent(UInt32.self, forKey: .table)
+        if let single = try? container.decodeIfPresent(String.self, forKey: .gateway) {
+            gateway = [single]
+        } else {
+            gateway = try container.decodeIfPresent([String].self, forKey: .gateway)
+        }
+    }
+}
+
+private struct AnyKey: CodingKey {
+    var stringValue: String
+    var intValue: Int? { nil }
+    init(stringValue: String) { self.stringValue = stringValue }
+    init?(intValue: Int) { nil }
+}
+
+private func rejectUnknownKeys(_ decoder: any Decoder, allowed: [String], prefix: String) throws {
+    let container = try decoder.container(keyedBy: AnyKey.self)
+    for key in container.allKeys where !allowed.contains(key.stringValue) {
+        throw InitConfigError.invalid(field: prefix + key.stringValue, value: "", reason: "unknown field (known: \(allowed.joined(separator: ", ")))")
+    }
+}
+
+/// Configuration errors. Each names the field (file path or environment variable) and value.
+public enum InitConfigError: Error, Equatable, CustomStringConvertible {
+    case unreadable(path: String, reason: String)
+    case malformedJSON(path: String, detail: String)
+    case invalid(field: String, value: String, reason: String)
+
+    init(_ error: DualHomeError) {
+        if case .invalidField(let field, let value, let reason) = error {
+            self = .invalid(field: field, value: value, reason: reason)
+        } else {
+            self = .invalid(field: "-", value: "", reason: error.description)
+        }
+    }
+
+    func inFile(_ path: String) -> InitConfigError {
+        if case .invalid(let field, let value, let reason) = self, value.isEmpty {
+            return .invalid(field: field, value: "(\(path))", reason: reason)
+        }
+        return self
+    }
+
+    public var description: String {
+        switch self {
+        case .unreadable(let path, let reason):
+            return "config \(path): \(reason)"
+        case .malformedJSON(let path, let detail):
+            return "config \(path): not valid JSON: \(detail)"
+        case .invalid(let field, let value, let reason):
+            let env = InitConfig.environmentNames[field].map { " (\($0))" } ?? ""
+            return "\(field)\(env) = \(value.hasPrefix("(") ? value : "\"\(value)\""): \(reason)"
+        }
+    }
+}

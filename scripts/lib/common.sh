@@ -1,0 +1,51 @@
+# Shared helpers for docknfv's scripts. Source it; do not run it.
+# shellcheck shell=bash
+
+DOCKNFV_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+export PATH="/opt/swift/usr/bin:$PATH:/usr/sbin:/sbin"
+
+# Debian packages needed to build docknfv (C libraries it links against).
+BUILD_PACKAGES=(pkg-config libnl-3-dev libnl-route-3-dev libiptc-dev libmnl-dev)
+# Tools the demo and the tests use as peers and oracles.
+RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset procps util-linux socat)
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# ensure_packages PKG… — installs whichever of PKG… is missing (needs root and apt).
+ensure_packages() {
+  local missing=() pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  [ "$(id -u)" -eq 0 ] || die "missing Debian packages (${missing[*]}); run as root to install them"
+  log "installing ${missing[*]}"
+  if [ -z "${DOCKNFV_APT_UPDATED:-}" ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+    export DOCKNFV_APT_UPDATED=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null \
+    || die "apt-get install ${missing[*]} failed"
+}
+
+require_root() { [ "$(id -u)" -eq 0 ] || die "run as root: it creates network namespaces"; }
+
+require_swift() { command -v swift >/dev/null || die "Swift toolchain not found (expected /opt/swift/usr/bin/swift)"; }
+
+# build_release — static-stdlib release binaries in .build/release.
+build_release() {
+  require_swift
+  log "building release binaries (Swift stdlib linked statically)"
+  (cd "$DOCKNFV_ROOT" && swift build -c release --static-swift-stdlib 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' | tail -n 5) >&2
+  [ "${PIPESTATUS[0]}" -eq 0 ] || die "build failed"
+  BIN="$DOCKNFV_ROOT/.build/release"
+}
+
+# Removes namespaces left behind by a test run or demo that was killed hard.
+cleanup_stale_namespaces() {
+  local prefix=$1 ns
+  for ns in $(ip netns list 2>/dev/null | awk '{print $1}' | grep "^$prefix" || true); do
+    ip netns delete "$ns" 2>/dev/null || true
+  done
+}
