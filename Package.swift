@@ -41,7 +41,7 @@ let package = Package(
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS"]),
 
         // Tests.
-        .target(name: "TestSupport", dependencies: ["NetNS"], path: "Tests/TestSupport"),
+        .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),
         .testTarget(name: "NetNSTests", dependencies: ["NetNS", "TestSupport"]),
         .testTarget(name: "RoutingTests", dependencies: ["Routing", "NetNS", "TestSupport"]),
         .testTarget(name: "DualHomeTests", dependencies: ["DualHome", "Routing", "NetNS", "TestSupport"]),

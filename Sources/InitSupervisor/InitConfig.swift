@@ -209,7 +209,7 @@ struct FileConfig: Decodable {
         mode = try container.decodeIfPresent(String.self, forKey: .mode)
         left = try container.decodeIfPresent(FileSide.self, forKey: .left)
         right = try container.decodeIfPresent(FileSide.self, forKey: .right)
-        rulePriority = try container.decodeIfPresent(UInt32.self, forKey: .rulePriority)
+        rulePriority = try decodeUInt32(container, .rulePriority)
         waitTimeoutSeconds = try container.decodeIfPresent(Double.self, forKey: .waitTimeoutSeconds)
         stateDir = try container.decodeIfPresent(String.self, forKey: .stateDir)
     }
@@ -228,13 +228,24 @@ struct FileSide: Decodable {
         try rejectUnknownKeys(decoder, allowed: CodingKeys.allCases.map(\.rawValue), prefix: prefix)
         let container = try decoder.container(keyedBy: CodingKeys.self)
         interface = try container.decodeIfPresent(String.self, forKey: .interface)
-        table = try container.decodeIfPresent(UInt32.self, forKey: .table)
+        table = try decodeUInt32(container, .table)
         if let single = try? container.decodeIfPresent(String.self, forKey: .gateway) {
             gateway = [single]
         } else {
             gateway = try container.decodeIfPresent([String].self, forKey: .gateway)
         }
     }
+}
+
+/// Decodes a whole number in UInt32 range. JSONDecoder's own UInt32 errors for -5 or 1.5 carry no
+/// coding path, so the number is read as a Double and checked here, naming the field.
+private func decodeUInt32<K: CodingKey>(_ container: KeyedDecodingContainer<K>, _ key: K) throws -> UInt32? {
+    guard let number = try container.decodeIfPresent(Double.self, forKey: key) else { return nil }
+    guard number >= 0, number <= Double(UInt32.max), number.rounded() == number else {
+        let field = (container.codingPath + [key]).map(\.stringValue).joined(separator: ".")
+        throw InitConfigError.invalid(field: field, value: String(number), reason: "expected a whole number from 0 to 4294967295")
+    }
+    return UInt32(number)
 }
 
 private struct AnyKey: CodingKey {
@@ -257,7 +268,8 @@ public enum InitConfigError: Error, Equatable, CustomStringConvertible {
     case malformedJSON(path: String, detail: String)
     case invalid(field: String, value: String, reason: String)
 
-    init(_ error: DualHomeError) {
+    /// Re-labels a dual-home field error so that its message also names the environment variable.
+    public init(_ error: DualHomeError) {
         if case .invalidField(let field, let value, let reason) = error {
             self = .invalid(field: field, value: value, reason: reason)
         } else {

@@ -63,8 +63,11 @@ struct DockNFVInit: ParsableCommand {
             log("interrupted by signal \(signal) before start-up finished")
             throw ExitCode(128 + signal)
         } catch let error as DualHomeError {
+            if case .invalidField = error {
+                log("error: \(InitConfigError(error))")
+                throw ExitCode(2)
+            }
             log("error: \(error)")
-            if case .invalidField = error { throw ExitCode(2) }
             throw ExitCode(1)
         } catch {
             log("error: \(error)")

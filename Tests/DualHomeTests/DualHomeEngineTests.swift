@@ -1,6 +1,7 @@
 import Testing
 import DualHome
 import Routing
+import TestSupport
 
 @Suite("Dual-home engine (sequencing and rollback)")
 struct DualHomeEngineTests {

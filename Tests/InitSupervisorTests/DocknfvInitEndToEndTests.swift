@@ -1,0 +1,243 @@
+import Foundation
+import Testing
+import TestSupport
+
+/// left host ── eth1 [VNF] eth0 ── right host, with 203.0.113.7 / 2001:db8:feed::7 behind the right
+/// host on no subnet the VNF is attached to.
+struct VNFLab {
+    let left: TestNamespace, vnf: TestNamespace, right: TestNamespace
+    static let env = ["DOCKNFV_LEFT_GW=10.1.0.1,fd01::1", "DOCKNFV_RIGHT_GW=10.2.0.1,fd02::1", "DOCKNFV_WAIT_TIMEOUT=5"]
+
+    static func with(leftInterface: Bool = true, _ body: (VNFLab) throws -> Void) throws {
+        try withNamespaces(["left", "vnf", "right"]) { ns in
+            let lab = VNFLab(left: ns[0], vnf: ns[1], right: ns[2])
+            if leftInterface { try lab.attachLeft() }
+            try connect(ns[1], "eth0", ["10.2.0.2/24", "fd02::2/64"], ns[2], "eth0", ["10.2.0.1/24", "fd02::1/64"])
+            _ = try ns[2].ip("addr add 203.0.113.7/32 dev lo")
+            _ = try ns[2].ip("addr add 2001:db8:feed::7/128 dev lo")
+            _ = try ns[2].ip("route add 10.1.0.0/24 via 10.2.0.2")
+            _ = try ns[2].ip("-6 route add fd01::/64 via fd02::2")
+            try body(lab)
+        }
+    }
+
+    func attachLeft() throws {
+        try connect(vnf, "eth1", ["10.1.0.2/24", "fd01::2/64"], left, "eth0", ["10.1.0.1/24", "fd01::1/64"])
+        _ = try left.ip("route add default via 10.1.0.2")
+        _ = try left.ip("-6 route add default via fd01::2")
+    }
+
+    /// Runs docknfv-init inside the VNF namespace to completion.
+    func initRun(_ env: [String] = VNFLab.env, _ arguments: [String] = []) throws -> CommandResult {
+        try runCommand(["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments)
+    }
+
+    /// Starts docknfv-init in the background (the pid is docknfv-init's own: `ip netns exec` and
+    /// `env` exec without forking).
+    func initStart(_ env: [String] = VNFLab.env, _ arguments: [String], wrapper: [String] = []) throws -> Process {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = wrapper + ["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        return process
+    }
+
+    func ping(_ address: String) throws -> Bool {
+        try left.run(["ping", address.contains(":") ? "-6" : "-4", "-c1", "-W1", address]).succeeded
+    }
+
+    func tcp(_ address: String, port: UInt16) throws -> Bool {
+        let server = try TCPProbe.startEchoServer(in: right, address: address, port: port)
+        _ = server
+        let ok = try TCPProbe.echo(from: left, to: address, port: port, timeoutMs: 1500)
+        if !ok { _ = try? TCPProbe.echo(from: right, to: address, port: port, timeoutMs: 500) } // release the listener
+        return ok
+    }
+
+    var docknfvState: String {
+        get throws {
+            // Everything stamped with docknfv's protocol (78), in any table, and any rule of ours.
+            try [vnf.ip("-4 route show table all"), vnf.ip("-6 route show table all"), vnf.ip("-4 rule show"), vnf.ip("-6 rule show")]
+                .joined(separator: "\n").split(separator: "\n").filter { $0.contains("proto 78") }.joined(separator: "\n")
+        }
+    }
+}
+
+@Suite("docknfv-init end to end", .enabled(if: TestEnv.privileged), .serialized)
+struct DocknfvInitEndToEndTests {
+    @Test func trafficCrossesTheVNFByTheDualHomeTablesAlone() throws {
+        try VNFLab.with { lab in
+            #expect(try !lab.ping("203.0.113.7"))
+            #expect(try !lab.tcp("203.0.113.7", port: 17001))
+
+            let result = try lab.initRun()
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stderr.contains("route mode: 16 objects planned, 16 changed"), "\(result)")
+
+            // The VNF's main table still holds nothing but its connected routes.
+            let main = try lab.vnf.ip("-4 route show table main").split(separator: "\n")
+            #expect(main.count == 2)
+            #expect(main.allSatisfy { $0.contains("proto kernel scope link") })
+            #expect(!(try lab.vnf.ip("-6 route show table main")).contains("default"))
+
+            #expect(try lab.ping("203.0.113.7"))
+            #expect(try lab.ping("2001:db8:feed::7"))
+            #expect(try lab.tcp("203.0.113.7", port: 17002))
+            #expect(try lab.tcp("2001:db8:feed::7", port: 17003))
+
+            let check = try lab.initRun(VNFLab.env, ["--check"])
+            #expect(check.status == 0, "\(check)")
+
+            // Applying again changes nothing.
+            let again = try lab.initRun()
+            #expect(again.stderr.contains("16 objects planned, 0 changed"), "\(again)")
+
+            let removed = try lab.initRun(VNFLab.env, ["--remove"])
+            #expect(removed.status == 0, "\(removed)")
+            #expect(try lab.docknfvState.isEmpty)
+            #expect(try !lab.ping("203.0.113.7"))
+            #expect(try !lab.ping("2001:db8:feed::7"))
+            #expect(try !lab.tcp("203.0.113.7", port: 17004))
+
+            let checkAfter = try lab.initRun(VNFLab.env, ["--check"])
+            #expect(checkAfter.status == 1)
+            #expect(checkAfter.stderr.contains("not in place: route default via 10.1.0.1 dev eth1 table 101: missing"))
+        }
+    }
+
+    @Test func gatewayGivenByTheNetworkIsUsed() throws {
+        try VNFLab.with { lab in
+            _ = try lab.vnf.ip("route add default via 10.2.0.1 dev eth0") // as the runtime would
+            let result = try lab.initRun(["DOCKNFV_LEFT_GW=10.1.0.1"])
+            #expect(result.status == 0, "\(result)")
+            #expect(try lab.vnf.ip("route show table 102").contains("default via 10.2.0.1 dev eth0 proto 78"))
+            #expect(try lab.ping("203.0.113.7"))
+        }
+    }
+
+    @Test func configFileWorksLikeTheEnvironment() throws {
+        try VNFLab.with { lab in
+            let path = NSTemporaryDirectory() + "dnfvt-init-\(UUID().uuidString).json"
+            try #"{"left": {"gateway": ["10.1.0.1"], "table": 201}, "right": {"gateway": "10.2.0.1", "table": 202}, "rulePriority": 300}"#
+                .write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = try lab.initRun([], ["--config", path])
+            #expect(result.status == 0, "\(result)")
+            #expect(try lab.vnf.ip("rule show").contains("300:\tfrom all iif eth1 lookup 202 proto 78"))
+            #expect(try lab.ping("203.0.113.7"))
+        }
+    }
+
+    /// Bad input: a clear error naming the field, a non-zero exit, and nothing applied.
+    @Test(arguments: [
+        (["DOCKNFV_LEFT_GW=10.9.9.9", "DOCKNFV_RIGHT_GW=10.2.0.1"], Int32(2), "left.gateway (DOCKNFV_LEFT_GW) = \"10.9.9.9\""),
+        (["DOCKNFV_LEFT_GW=10.1.0.1", "DOCKNFV_RIGHT_GW=nope"], 2, "DOCKNFV_RIGHT_GW = \"nope\""),
+        (["DOCKNFV_LEFT_TABLE=254"], 2, "left.table (DOCKNFV_LEFT_TABLE) = \"254\""),
+        (["DOCKNFV_LEFT_TABLE=7", "DOCKNFV_RIGHT_TABLE=7"], 2, "right.table"),
+        (["DOCKNFV_MODE=bridge"], 2, "DOCKNFV_MODE = \"bridge\": unknown mode"),
+        (["DOCKNFV_LEFT_IF=ghost0", "DOCKNFV_WAIT_TIMEOUT=0.3", "DOCKNFV_LEFT_GW=10.1.0.1"], 1, "ghost0 does not exist"),
+        (["DOCKNFV_RIGHT_GW=10.2.0.1"], 1, "left.gateway: no gateway configured for eth1"),
+    ])
+    func badInputAppliesNothing(env: [String], status: Int32, message: String) throws {
+        try VNFLab.with { lab in
+            let result = try lab.initRun(env)
+            #expect(result.status == status, "\(result)")
+            #expect(result.stderr.contains(message), "\(result)")
+            #expect(try lab.docknfvState.isEmpty)
+            #expect(try lab.vnf.mustRun(["sysctl", "-n", "net.ipv4.ip_forward"]).hasPrefix("0"))
+        }
+    }
+
+    @Test func unparsableConfigFile() throws {
+        try VNFLab.with { lab in
+            let path = NSTemporaryDirectory() + "dnfvt-init-\(UUID().uuidString).json"
+            try "{ not json".write(toFile: path, atomically: true, encoding: .utf8)
+            defer { try? FileManager.default.removeItem(atPath: path) }
+            let result = try lab.initRun([], ["--config", path])
+            #expect(result.status == 2)
+            #expect(result.stderr.contains("config \(path): not valid JSON"), "\(result)")
+        }
+    }
+
+    @Test func waitsForALateInterface() throws {
+        try VNFLab.with(leftInterface: false) { lab in
+            let process = try lab.initStart(VNFLab.env, [])
+            usleep(600_000)
+            #expect(process.isRunning)
+            try lab.attachLeft()
+            process.waitUntilExit()
+            #expect(process.terminationStatus == 0)
+            #expect(try lab.ping("203.0.113.7"))
+        }
+    }
+
+    // MARK: Supervision
+
+    @Test(arguments: [("exit 7", Int32(7)), ("exit 0", 0), ("kill -KILL $$", 137), ("kill -TERM $$", 143)])
+    func exitStatusIsTheChilds(script: String, status: Int32) throws {
+        try VNFLab.with { lab in
+            let result = try lab.initRun(VNFLab.env, ["--", "sh", "-c", script])
+            #expect(result.status == status, "\(result)")
+        }
+    }
+
+    @Test func missingCommandExits127() throws {
+        try VNFLab.with { lab in
+            let result = try lab.initRun(VNFLab.env, ["--", "/nonexistent/command"])
+            #expect(result.status == 127)
+            #expect(result.stderr.contains("cannot start /nonexistent/command: command not found"), "\(result)")
+        }
+    }
+
+    @Test(arguments: [(SIGTERM, "TERM"), (SIGINT, "INT"), (SIGHUP, "HUP"), (SIGUSR1, "USR1"), (SIGUSR2, "USR2")])
+    func signalsAreForwardedToTheChild(signal: Int32, name: String) throws {
+        try VNFLab.with { lab in
+            let marker = NSTemporaryDirectory() + "dnfvt-sig-\(UUID().uuidString)"
+            defer { try? FileManager.default.removeItem(atPath: marker) }
+            // The child exits with 40 + signal number when (and only when) it receives the signal.
+            let script = "trap 'exit $((40 + \(signal)))' \(name); touch \(marker); while :; do sleep 0.05; done"
+            let process = try lab.initStart(VNFLab.env, ["--", "sh", "-c", script])
+            var waited = 0
+            while !FileManager.default.fileExists(atPath: marker) && waited < 100 { usleep(50_000); waited += 1 }
+            #expect(FileManager.default.fileExists(atPath: marker))
+            kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+            #expect(process.terminationReason == .exit)
+            #expect(process.terminationStatus == 40 + signal)
+        }
+    }
+
+    /// As PID 1 of a new PID namespace, docknfv-init reaps orphans that exit.
+    @Test func reapsZombiesAsPID1() throws {
+        try VNFLab.with { lab in
+            let script = """
+                sh -c 'sleep 0.2 &'; sleep 1; z=0
+                for s in /proc/[0-9]*/stat; do [ "$(cut -d' ' -f3 "$s" 2>/dev/null)" = Z ] && z=$((z+1)); done
+                echo "pid1=$(cat /proc/1/comm) zombies=$z"
+                """
+            let result = try runCommand(["unshare", "--pid", "--fork", "--mount-proc", "ip", "netns", "exec", lab.vnf.name, "env"]
+                                        + VNFLab.env + [TestEnv.binary("docknfv-init"), "--", "sh", "-c", script])
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("pid1=docknfv-init zombies=0"), "\(result)")
+        }
+    }
+
+    /// Not PID 1 (e.g. under `ip netns exec`), it becomes a child subreaper: orphans are re-parented
+    /// to it and reaped.
+    @Test func reapsOrphansAsSubreaper() throws {
+        try VNFLab.with { lab in
+            let script = """
+                sh -c 'sleep 0.5 &'; sleep 0.2
+                adopted=$(grep -l "^PPid:[[:space:]]*$PPID$" /proc/[0-9]*/status 2>/dev/null | xargs -r grep -l '^Name:[[:space:]]*sleep' | wc -l)
+                sleep 1
+                zombies=$(grep -l "^PPid:[[:space:]]*$PPID$" /proc/[0-9]*/status 2>/dev/null | xargs -r grep -l '^State:[[:space:]]*Z' | wc -l)
+                echo "adopted=$adopted zombies=$zombies"
+                """
+            let result = try lab.initRun(VNFLab.env, ["--", "sh", "-c", script])
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stdout.contains("adopted=1 zombies=0"), "\(result)")
+        }
+    }
+}
