@@ -1,0 +1,73 @@
+// docknfv-bench: micro-benchmarks driven by scripts/bench-*. Not installed on VNFs.
+//
+//   docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS
+//
+// Inside the namespace, ITERATIONS times: open a libnl socket, observe the interfaces, plan and
+// apply the whole dual-home plan (timed), then remove it again (timed separately).
+// Prints one line per measure: `name median_us p90_us`.
+import DualHome
+import Foundation
+import NetNS
+import Routing
+#if canImport(Glibc)
+import Glibc
+#endif
+
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("docknfv-bench: \(message)\n".utf8))
+    exit(2)
+}
+
+func microseconds(_ duration: Duration) -> Double {
+    Double(duration.components.seconds) * 1e6 + Double(duration.components.attoseconds) / 1e12
+}
+
+func report(_ name: String, _ samples: [Double]) {
+    let sorted = samples.sorted()
+    let median = sorted[sorted.count / 2]
+    let p90 = sorted[min(sorted.count - 1, sorted.count * 9 / 10)]
+    print("\(name) \(String(format: "%.1f", median)) \(String(format: "%.1f", p90))")
+}
+
+func gateways(_ text: String) -> [IPAddress] {
+    text.split(separator: ",").map { part in
+        guard let address = IPAddress(String(part)) else { fail("bad gateway \(part)") }
+        return address
+    }
+}
+
+let args = CommandLine.arguments
+guard args.count == 6, args[1] == "dualhome", let iterations = Int(args[3]), iterations > 0 else {
+    fail("usage: docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS")
+}
+var config = DualHomeConfig()
+config.left.gateways = gateways(args[4])
+config.right.gateways = gateways(args[5])
+
+do {
+    let clock = ContinuousClock()
+    let (applied, removed, objects) = try NetworkNamespace.run(path: args[2]) { () throws -> ([Double], [Double], Int) in
+        var applyTimes: [Double] = [], removeTimes: [Double] = []
+        var objects = 0
+        for _ in 0..<iterations {
+            let start = clock.now
+            let engine = DualHomeEngine(try LibNLRouting())
+            let plan = try engine.plan(config)
+            let changes = try engine.apply(plan)
+            applyTimes.append(microseconds(clock.now - start))
+            objects = plan.routes.count + plan.rules.count
+            guard changes.count >= objects else { fail("apply changed \(changes.count) objects, expected \(objects)") }
+            let removeStart = clock.now
+            _ = try engine.remove(config)
+            removeTimes.append(microseconds(clock.now - removeStart))
+            // Reset the sysctls so every iteration applies the full plan.
+            for setting in plan.sysctls { try engine.backend.writeSysctl(setting.key, value: "0") }
+        }
+        return (applyTimes, removeTimes, objects)
+    }
+    print("objects \(objects) \(objects)")
+    report("apply", applied)
+    report("remove", removed)
+} catch {
+    fail("\(error)")
+}
