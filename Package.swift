@@ -9,6 +9,7 @@ let package = Package(
     platforms: [.macOS(.v13)],
     products: [
         .executable(name: "docknfv-init", targets: ["docknfv-init"]),
+        .executable(name: "docknfv-dhcp-hook", targets: ["docknfv-dhcp-hook"]),
         .executable(name: "docknfv-bench", targets: ["docknfv-bench"]),
         .library(name: "Routing", targets: ["Routing"]),
         .library(name: "DualHome", targets: ["DualHome"]),
@@ -31,11 +32,18 @@ let package = Package(
         .target(name: "NetNS", dependencies: ["CDockNFVShim"]),
         .target(name: "Routing", dependencies: ["NetTypes", "CLibNL", "CDockNFVShim"]),
         .target(name: "DualHome", dependencies: ["NetTypes", "Routing"]),
+        .target(name: "StateFiles"),
+        .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
+        .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "CDockNFVShim"]),
 
         // Thin executables.
         .executableTarget(name: "docknfv-init", dependencies: [
             "InitSupervisor", "DualHome", "Routing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "docknfv-dhcp-hook", dependencies: [
+            "DHCPHook", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS"]),
@@ -48,5 +56,7 @@ let package = Package(
         .testTarget(name: "InitSupervisorTests", dependencies: [
             "InitSupervisor", "DualHome", "TestSupport", "docknfv-init",
         ]),
+        .testTarget(name: "DHCPRoutesTests", dependencies: ["DHCPRoutes", "DHCPHook", "StateFiles", "Routing", "TestSupport"]),
+        .testTarget(name: "DHCPHookEndToEndTests", dependencies: ["TestSupport", "docknfv-dhcp-hook", "docknfv-init"]),
     ]
 )
