@@ -34,14 +34,8 @@ struct VNFLab {
 
     /// Starts docknfv-init in the background (the pid is docknfv-init's own: `ip netns exec` and
     /// `env` exec without forking).
-    func initStart(_ env: [String] = VNFLab.env, _ arguments: [String], wrapper: [String] = []) throws -> Process {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = wrapper + ["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        return process
+    func initStart(_ env: [String] = VNFLab.env, _ arguments: [String]) throws -> ChildProcess {
+        try ChildProcess.spawn(["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments)
     }
 
     func ping(_ address: String) throws -> Bool {
@@ -165,10 +159,9 @@ struct DocknfvInitEndToEndTests {
         try VNFLab.with(leftInterface: false) { lab in
             let process = try lab.initStart(VNFLab.env, [])
             usleep(600_000)
-            #expect(process.isRunning)
+            #expect(process.poll() == nil)
             try lab.attachLeft()
-            process.waitUntilExit()
-            #expect(process.terminationStatus == 0)
+            #expect(process.wait() == 0)
             #expect(try lab.ping("203.0.113.7"))
         }
     }
@@ -202,10 +195,8 @@ struct DocknfvInitEndToEndTests {
             var waited = 0
             while !FileManager.default.fileExists(atPath: marker) && waited < 100 { usleep(50_000); waited += 1 }
             #expect(FileManager.default.fileExists(atPath: marker))
-            kill(process.processIdentifier, signal)
-            process.waitUntilExit()
-            #expect(process.terminationReason == .exit)
-            #expect(process.terminationStatus == 40 + signal)
+            process.signal(signal)
+            #expect(process.wait() == 40 + signal)
         }
     }
 

@@ -29,36 +29,6 @@ public struct CommandResult: Sendable, CustomStringConvertible {
     public var description: String { "exit \(status)\nstdout: \(stdout)\nstderr: \(stderr)" }
 }
 
-/// Runs a command to completion (tests only: product code never starts subprocesses).
-@discardableResult
-public func runCommand(_ arguments: [String], environment: [String: String]? = nil, input: String? = nil) throws -> CommandResult {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    process.arguments = arguments
-    if let environment { process.environment = environment }
-    let out = Pipe(), err = Pipe(), inp = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = inp
-    try process.run()
-    if let input { inp.fileHandleForWriting.write(Data(input.utf8)) }
-    try? inp.fileHandleForWriting.close()
-    // Read both pipes concurrently so neither can fill up and block the child.
-    let errBox = DataBox()
-    let group = DispatchGroup()
-    group.enter()
-    DispatchQueue.global().async { errBox.data = err.fileHandleForReading.readDataToEndOfFile(); group.leave() }
-    let outData = out.fileHandleForReading.readDataToEndOfFile()
-    group.wait()
-    process.waitUntilExit()
-    return CommandResult(status: process.terminationStatus,
-                         stdout: String(decoding: outData, as: UTF8.self),
-                         stderr: String(decoding: errBox.data, as: UTF8.self))
-}
-
-/// `@unchecked Sendable`: written once by the reader thread before `group.leave()`, read after `wait()`.
-private final class DataBox: @unchecked Sendable { var data = Data() }
-
 /// Runs a command and throws with its output when it fails.
 @discardableResult
 public func mustRun(_ arguments: [String]) throws -> String {

@@ -8,6 +8,8 @@ export PATH="/opt/swift/usr/bin:$PATH:/usr/sbin:/sbin"
 BUILD_PACKAGES=(pkg-config libnl-3-dev libnl-route-3-dev libiptc-dev libmnl-dev)
 # Tools the demo and the tests use as peers and oracles.
 RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset procps util-linux socat)
+# Real peers of the end-to-end tests.
+PEER_PACKAGES=(dnsmasq-base isc-dhcp-client openvpn openssl)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
