@@ -26,6 +26,7 @@ let package = Package(
         .systemLibrary(name: "CLibIP6TC", pkgConfig: "libip6tc", providers: [.apt(["libiptc-dev"])]),
         .systemLibrary(name: "CLibMNL", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "CDockNFVShim"),
+        .target(name: "CNetfilterShim", dependencies: ["CLibIP4TC", "CLibIP6TC"]),
 
         // Library modules, one job each.
         .target(name: "NetTypes"),
@@ -33,6 +34,8 @@ let package = Package(
         .target(name: "Routing", dependencies: ["NetTypes", "CLibNL", "CDockNFVShim"]),
         .target(name: "DualHome", dependencies: ["NetTypes", "Routing"]),
         .target(name: "StateFiles"),
+        .target(name: "Rules", dependencies: ["NetTypes"]),
+        .target(name: "IPTables", dependencies: ["Rules", "CNetfilterShim"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "CDockNFVShim"]),
@@ -57,6 +60,9 @@ let package = Package(
             "InitSupervisor", "DualHome", "TestSupport", "docknfv-init",
         ]),
         .testTarget(name: "DHCPRoutesTests", dependencies: ["DHCPRoutes", "DHCPHook", "StateFiles", "Routing", "TestSupport"]),
-        .testTarget(name: "DHCPHookEndToEndTests", dependencies: ["TestSupport", "docknfv-dhcp-hook", "docknfv-init"]),
+        .testTarget(name: "DHCPHookEndToEndTests", dependencies: ["TestSupport", "docknfv-dhcp-hook", "docknfv-init"],
+                    exclude: ["dhcp-openvpn.sh"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules"]),
+        .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "NetNS", "TestSupport"]),
     ]
 )

@@ -1,0 +1,269 @@
+import CNetfilterShim
+import Rules
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors of the libiptc backend. Each names the rule, chain or table concerned.
+public enum IPTablesError: Error, Equatable, CustomStringConvertible {
+    case build(rule: String, reason: String)
+    case libiptc(call: String, object: String, message: String, errno: Int32)
+    case lockTimeout(path: String, seconds: Double)
+    case lock(path: String, errno: Int32)
+    case unknownChain(chain: String, rule: String)
+    case targetNotAllowed(target: String, table: String, rule: String)
+    case foreignReference(chain: String)
+
+    public var description: String {
+        switch self {
+        case .build(let rule, let reason): return "rule \"\(rule)\": \(reason)"
+        case .libiptc(let call, let object, let message, let errno): return "\(call) for \(object) failed: \(message) (errno \(errno))"
+        case .lockTimeout(let path, let seconds): return "another program held \(path) for more than \(seconds)s; nothing was changed"
+        case .lock(let path, let errno): return "cannot lock \(path): \(String(cString: strerror(errno)))"
+        case .unknownChain(let chain, let rule): return "rule \"\(rule)\": jumps to chain \(chain), which docknfv does not have"
+        case .targetNotAllowed(let target, let table, let rule): return "rule \"\(rule)\": target \(target) is not allowed in table \(table)"
+        case .foreignReference(let chain): return "chain \(chain) is referenced by a rule docknfv does not own; remove that rule first"
+        }
+    }
+}
+
+/// Builds the kernel's binary entry for a rule (through the C builder, which owns the layout).
+struct EntryBuilder {
+    /// Looks up a set's kernel index for `-m set`.
+    var setIndex: (String) throws -> UInt16 = { name in
+        var index: UInt16 = 0
+        guard dnfv_ipset_index(name, &index) == 0 else {
+            throw IPTablesError.build(rule: "", reason: "ipset \(name) does not exist (\(String(cString: strerror(errno))))")
+        }
+        return index
+    }
+
+    /// The entry bytes and the name of its target as libiptc reports it (for comparison).
+    func build(_ rule: Rule, chainName: (String) -> String) throws -> (bytes: [UInt8], target: String) {
+        let text = RuleRenderer.render(rule)
+        let family = rule.family.addressFamily
+        guard let entry = dnfv_entry_new(family) else { throw IPTablesError.build(rule: text, reason: "out of memory") }
+        defer { dnfv_entry_free(entry) }
+
+        func address(_ which: Int32, _ prefix: Negatable<IPPrefix>) {
+            let mask = IPAddress.zero(prefix.value.family).bytes.indices.map { i -> UInt8 in
+                let bits = max(0, min(8, prefix.value.length - i * 8))
+                return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
+            }
+            dnfv_entry_set_addr(entry, which, prefix.value.network.address.bytes, mask, prefix.inverted ? 1 : 0)
+        }
+        if let s = rule.source { address(0, s) }
+        if let d = rule.destination { address(1, d) }
+        for (which, iface) in [(Int32(0), rule.inInterface), (1, rule.outInterface)] {
+            guard let iface else { continue }
+            guard dnfv_entry_set_iface(entry, which, iface.value, iface.inverted ? 1 : 0) == 0 else {
+                throw IPTablesError.build(rule: text, reason: "interface name \(iface.value) is too long")
+            }
+        }
+        if let p = rule.proto { dnfv_entry_set_proto(entry, UInt16(p.value), p.inverted ? 1 : 0) }
+
+        for match in rule.matches { try add(match, to: entry, rule: rule, text: text) }
+        let targetName = try setTarget(rule.target, on: entry, rule: rule, text: text, chainName: chainName)
+
+        var size = 0
+        guard let raw = dnfv_entry_bytes(entry, &size) else { throw IPTablesError.build(rule: text, reason: "out of memory") }
+        return (Array(UnsafeRawBufferPointer(start: raw, count: size)), targetName)
+    }
+
+    private func add<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: String) throws {
+        var value = payload
+        let rc = withUnsafeBytes(of: &value) { dnfv_entry_add_match(entry, name, revision, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw IPTablesError.build(rule: text, reason: "cannot add match \(name)") }
+    }
+
+    private func add(_ match: Match, to entry: OpaquePointer, rule: Rule, text: String) throws {
+        switch match {
+        case .tcp(let tcp):
+            var info = xt_tcp()
+            info.spts = ports(tcp.sourcePorts?.value)
+            info.dpts = ports(tcp.destinationPorts?.value)
+            if tcp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_SRCPT) }
+            if tcp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_DSTPT) }
+            if let flags = tcp.flags {
+                info.flg_mask = flags.value.mask
+                info.flg_cmp = flags.value.compare
+                if flags.inverted { info.invflags |= UInt8(XT_TCP_INV_FLAGS) }
+            }
+            try add(entry, "tcp", 0, info, text: text)
+        case .udp(let udp):
+            var info = xt_udp()
+            info.spts = ports(udp.sourcePorts?.value)
+            info.dpts = ports(udp.destinationPorts?.value)
+            if udp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_SRCPT) }
+            if udp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_DSTPT) }
+            try add(entry, "udp", 0, info, text: text)
+        case .icmp(let icmp), .icmp6(let icmp):
+            let info = dnfv_icmp(type: icmp.type, code: (icmp.codes.lowerBound, icmp.codes.upperBound), invflags: icmp.inverted ? 1 : 0)
+            if case .icmp = match { try add(entry, "icmp", 0, info, text: text) } else { try add(entry, "icmp6", 0, info, text: text) }
+        case .multiport(let mp):
+            var info = xt_multiport_v1()
+            info.flags = UInt8(mp.direction == .source ? XT_MULTIPORT_SOURCE.rawValue
+                               : mp.direction == .destination ? XT_MULTIPORT_DESTINATION.rawValue : XT_MULTIPORT_EITHER.rawValue)
+            var slots: [(UInt16, UInt8)] = []
+            for range in mp.ports {
+                if range.isSingle { slots.append((range.lower, 0)) } else { slots.append((range.lower, 1)); slots.append((range.upper, 0)) }
+            }
+            info.count = UInt8(slots.count)
+            withUnsafeMutableBytes(of: &info.ports) { raw in
+                let ports = raw.bindMemory(to: UInt16.self)
+                for (i, slot) in slots.enumerated() { ports[i] = slot.0 }
+            }
+            withUnsafeMutableBytes(of: &info.pflags) { raw in
+                for (i, slot) in slots.enumerated() { raw[i] = slot.1 }
+            }
+            info.invert = mp.inverted ? 1 : 0
+            try add(entry, "multiport", 1, info, text: text)
+        case .conntrack(let ct):
+            var info = xt_conntrack_mtinfo3()
+            info.match_flags = UInt16(XT_CONNTRACK_STATE)
+            info.state_mask = ct.states.reduce(0) { $0 | $1.bit }
+            if ct.inverted { info.invert_flags = UInt16(XT_CONNTRACK_STATE) }
+            try add(entry, "conntrack", 3, info, text: text)
+        case .mark(let mark):
+            let info = xt_mark_mtinfo1(mark: mark.value, mask: mark.mask, invert: mark.inverted ? 1 : 0)
+            try add(entry, "mark", 1, info, text: text)
+        case .set(let set):
+            var info = xt_set_info_match_v1()
+            do { info.match_set.index = try setIndex(set.name) } catch let IPTablesError.build(_, reason) {
+                throw IPTablesError.build(rule: text, reason: reason)
+            }
+            info.match_set.dim = UInt8(set.directions.count)
+            for (i, direction) in set.directions.enumerated() where direction == .src {
+                info.match_set.flags |= UInt8(1 << (i + 1))
+            }
+            if set.inverted { info.match_set.flags |= 1 }
+            try add(entry, "set", 1, info, text: text)
+        case .comment(let comment):
+            var info = xt_comment_info()
+            withUnsafeMutableBytes(of: &info.comment) { raw in
+                for (i, byte) in comment.utf8.prefix(255).enumerated() { raw[i] = byte }
+            }
+            try add(entry, "comment", 0, info, text: text)
+        case .limit(let limit):
+            var info = xt_rateinfo()
+            info.avg = limit.average
+            info.burst = limit.burst
+            try add(entry, "limit", 0, info, text: text)
+        case .iprange(let range):
+            var info = xt_iprange_mtinfo()
+            if let s = range.source {
+                info.src_min = inetAddr(s.value.first); info.src_max = inetAddr(s.value.last)
+                info.flags |= UInt8(IPRANGE_SRC) | (s.inverted ? UInt8(IPRANGE_SRC_INV) : 0)
+            }
+            if let d = range.destination {
+                info.dst_min = inetAddr(d.value.first); info.dst_max = inetAddr(d.value.last)
+                info.flags |= UInt8(IPRANGE_DST) | (d.inverted ? UInt8(IPRANGE_DST_INV) : 0)
+            }
+            try add(entry, "iprange", 1, info, text: text)
+        }
+    }
+
+    private func setTarget<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: String) throws {
+        var value = payload
+        let rc = withUnsafeBytes(of: &value) { dnfv_entry_set_target(entry, name, revision, $0.baseAddress, $0.count) }
+        guard rc == 0 else { throw IPTablesError.build(rule: text, reason: "cannot set target \(name)") }
+    }
+
+    private func setTarget(_ target: Target, on entry: OpaquePointer, rule: Rule, text: String, chainName: (String) -> String) throws -> String {
+        func standard(_ name: String) throws -> String {
+            guard dnfv_entry_set_target(entry, name, 0, nil, 0) == 0 else { throw IPTablesError.build(rule: text, reason: "bad target \(name)") }
+            return name
+        }
+        switch target {
+        case .accept: return try standard("ACCEPT")
+        case .drop: return try standard("DROP")
+        case .return: return try standard("RETURN")
+        case .jump(let chain): return try standard(chainName(chain))
+        case .goto(let chain):
+            dnfv_entry_set_goto(entry)
+            return try standard(chainName(chain))
+        case .reject(let type):
+            try setTarget(entry, "REJECT", 0, dnfv_reject(with: type.code), text: text)
+            return "REJECT"
+        case .log(let prefix, let level):
+            var info = xt_log_info()
+            info.level = level
+            withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(29).enumerated() { raw[i] = b } }
+            try setTarget(entry, "LOG", 0, info, text: text)
+            return "LOG"
+        case .nflog(let group, let prefix, let size, let threshold):
+            var info = xt_nflog_info()
+            info.group = group
+            info.threshold = threshold
+            if let size { info.len = size; info.flags = UInt16(XT_NFLOG_F_COPY_LEN) }
+            withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(63).enumerated() { raw[i] = b } }
+            try setTarget(entry, "NFLOG", 0, info, text: text)
+            return "NFLOG"
+        case .dnat(let range), .snat(let range):
+            var info = nf_nat_range2()
+            if let addresses = range.addresses {
+                info.flags |= UInt32(NF_NAT_RANGE_MAP_IPS)
+                info.min_addr = inetAddr(addresses.first)
+                info.max_addr = inetAddr(addresses.last)
+            }
+            if let ports = range.ports {
+                info.flags |= UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
+                info.min_proto.all = ports.lower.bigEndian
+                info.max_proto.all = ports.upper.bigEndian
+            }
+            if case .dnat = target {
+                try setTarget(entry, "DNAT", 2, info, text: text)
+                return "DNAT"
+            }
+            // SNAT as revision 1 (nf_nat_range: range2 without base_proto): iptables 1.8's
+            // libxt_SNAT cannot print revision 2, so `iptables -S` would show it as unsupported.
+            var range1 = nf_nat_range()
+            range1.flags = info.flags
+            range1.min_addr = info.min_addr
+            range1.max_addr = info.max_addr
+            range1.min_proto = info.min_proto
+            range1.max_proto = info.max_proto
+            try setTarget(entry, "SNAT", 1, range1, text: text)
+            return "SNAT"
+        case .masquerade(let ports), .redirect(let ports):
+            let name = { if case .masquerade = target { return "MASQUERADE" } else { return "REDIRECT" } }()
+            if rule.family == .v4 {
+                var info = nf_nat_ipv4_multi_range_compat()
+                info.rangesize = 1
+                if let ports {
+                    info.range.flags = UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
+                    info.range.min.all = ports.lower.bigEndian
+                    info.range.max.all = ports.upper.bigEndian
+                }
+                try setTarget(entry, name, 0, info, text: text)
+            } else {
+                var info = nf_nat_range()
+                if let ports {
+                    info.flags = UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
+                    info.min_proto.all = ports.lower.bigEndian
+                    info.max_proto.all = ports.upper.bigEndian
+                }
+                try setTarget(entry, name, 0, info, text: text)
+            }
+            return name
+        case .mark(let value, let mask):
+            try setTarget(entry, "MARK", 2, xt_mark_tginfo2(mark: value, mask: mask), text: text)
+            return "MARK"
+        case .tcpmss(let mss):
+            try setTarget(entry, "TCPMSS", 0, xt_tcpmss_info(mss: mss ?? UInt16(XT_TCPMSS_CLAMP_PMTU)), text: text)
+            return "TCPMSS"
+        }
+    }
+
+    /// Port ranges are host byte order in tcp/udp matches.
+    private func ports(_ range: PortRange?) -> (UInt16, UInt16) {
+        let range = range ?? .any
+        return (range.lower, range.upper)
+    }
+
+    private func inetAddr(_ address: IPAddress) -> nf_inet_addr {
+        var value = nf_inet_addr()
+        withUnsafeMutableBytes(of: &value) { raw in for (i, b) in address.bytes.enumerated() { raw[i] = b } }
+        return value
+    }
+}

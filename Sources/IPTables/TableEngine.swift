@@ -1,0 +1,300 @@
+import CNetfilterShim
+import Rules
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The advisory lock the iptables tools take (`-w`): held from reading a table to committing it,
+/// so docknfv and iptables never overwrite each other's commits.
+public final class XtablesLock {
+    public static let defaultPath = "/run/xtables.lock"
+    private let fd: Int32
+
+    /// Waits up to `timeout` seconds for the lock.
+    public init(path: String = XtablesLock.defaultPath, timeout: Double = 10) throws {
+        let fd = open(path, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw IPTablesError.lock(path: path, errno: errno) }
+        let start = ContinuousClock.now
+        while flock(fd, LOCK_EX | LOCK_NB) != 0 {
+            guard errno == EWOULDBLOCK || errno == EINTR else { let e = errno; close(fd); throw IPTablesError.lock(path: path, errno: e) }
+            if ContinuousClock.now - start > .milliseconds(Int64(timeout * 1000)) {
+                close(fd)
+                throw IPTablesError.lockTimeout(path: path, seconds: timeout)
+            }
+            usleep(2_000)
+        }
+        self.fd = fd
+    }
+
+    deinit { close(fd) } // closing releases the flock
+}
+
+/// What docknfv wants in one (family, table): its rules per chain (built-in or its own user
+/// chains) and the policies it sets on built-in chains.
+public struct TableRules: Sendable, Equatable {
+    public var family: IPFamily
+    public var table: NetfilterTable
+    /// Chain name (as the user knows it: `FORWARD`, `MYCHAIN`) → rules in order.
+    public var chains: [String: [Rule]]
+    /// User chains that exist even without rules (jump targets).
+    public var userChains: Set<String>
+    public var policies: [String: String]
+
+    public init(family: IPFamily, table: NetfilterTable, chains: [String: [Rule]] = [:], userChains: Set<String> = [],
+                policies: [String: String] = [:]) {
+        self.family = family
+        self.table = table
+        self.chains = chains
+        self.userChains = userChains
+        self.policies = policies
+    }
+
+    public var isEmpty: Bool { chains.values.allSatisfy(\.isEmpty) && userChains.isEmpty && policies.isEmpty }
+
+    /// Every kernel chain docknfv owns for this table: `DNFV-<chain>` for built-ins with rules and
+    /// for every user chain.
+    var ownedChains: [String] {
+        let builtins = table.builtinChains.filter { !(chains[$0] ?? []).isEmpty }
+        let users = Set(chains.keys).union(userChains).subtracting(table.builtinChains)
+        return (builtins + users.sorted()).map(ChainNames.owned)
+    }
+
+    /// The comment on docknfv's jump rules, so `iptables -S` shows who put them there.
+    static let jumpComment = "docknfv"
+
+    func jumpRule(to builtin: String) -> Rule {
+        Rule(family: family, matches: [.comment(Self.jumpComment)], target: .jump(ChainNames.owned(builtin)))
+    }
+}
+
+/// What the kernel holds that differs from the desired state.
+public struct TableDrift: Sendable, Equatable {
+    public var missing: [String] = []
+    public var unexpected: [String] = []
+    public var isEmpty: Bool { missing.isEmpty && unexpected.isEmpty }
+}
+
+/// Applies, checks and removes docknfv's rules in one (family, table) through libiptc, in the
+/// current thread's network namespace. Only `DNFV-*` chains, the jumps into them (first in each
+/// built-in chain, with comment "docknfv") and the policies docknfv was asked to set are touched.
+public struct TableEngine {
+    public var lockPath = XtablesLock.defaultPath
+    public var lockTimeout: Double = 10
+    /// Commit retries when another writer changed the table in between (EAGAIN).
+    public var retries = 5
+    var builder = EntryBuilder()
+
+    public init() {}
+
+    /// Makes the table hold `desired`, in one commit. Returns false when it already did (no commit).
+    @discardableResult
+    public func apply(_ desired: TableRules) throws -> Bool {
+        let built = try buildAll(desired) // bad rules fail here, before anything is locked or touched
+        return try withTable(desired.family, desired.table) { handle in
+            if try drift(desired, built: built, handle: handle).isEmpty { return false }
+            try rewrite(desired, built: built, handle: handle)
+            return true
+        }
+    }
+
+    /// Removes everything docknfv owns in the table and resets the policies it set to ACCEPT.
+    @discardableResult
+    public func remove(family: IPFamily, table: NetfilterTable, policies: [String] = []) throws -> Bool {
+        let empty = TableRules(family: family, table: table)
+        return try withTable(family, table) { handle in
+            let owned = kernelChains(handle, family: family).filter(ChainNames.isOwned)
+            let resets = policies.filter { (policy(family, $0, handle) ?? "ACCEPT") != "ACCEPT" }
+            if owned.isEmpty && resets.isEmpty && jumpPositions(family, handle, table: table).isEmpty { return false }
+            try rewrite(empty, built: [:], handle: handle)
+            for chain in resets { try call("iptc_set_policy", chain, family) { dnfv_tc_set_policy(family.addressFamily, chain, "ACCEPT", handle) } }
+            return true
+        }
+    }
+
+    /// What differs between `desired` and the kernel.
+    public func check(_ desired: TableRules) throws -> TableDrift {
+        let built = try buildAll(desired)
+        return try withTable(desired.family, desired.table, commit: false) { handle in
+            try drift(desired, built: built, handle: handle)
+        }
+    }
+
+    // MARK: - Internals
+
+    typealias Built = [String: [(bytes: [UInt8], target: String, text: String)]]
+
+    func buildAll(_ desired: TableRules) throws -> Built {
+        let known = Set(desired.chains.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
+        var out: Built = [:]
+        for (chain, rules) in desired.chains {
+            out[chain] = try rules.map { rule in
+                let text = RuleRenderer.render(rule)
+                if let jump = rule.target.chain, !known.contains(jump) { throw IPTablesError.unknownChain(chain: jump, rule: text) }
+                if let allowed = rule.target.allowedTables, !allowed.contains(desired.table) {
+                    throw IPTablesError.targetNotAllowed(target: RuleRenderer.targetName(rule.target),
+                                                         table: desired.table.rawValue, rule: text)
+                }
+                let entry = try builder.build(rule, chainName: ChainNames.owned)
+                return (entry.bytes, entry.target, text)
+            }
+        }
+        for builtin in desired.table.builtinChains where !(desired.chains[builtin] ?? []).isEmpty {
+            let entry = try builder.build(desired.jumpRule(to: builtin), chainName: { $0 })
+            out["jump:" + builtin] = [(entry.bytes, entry.target, "jump")]
+        }
+        return out
+    }
+
+    /// Runs `body` with a libiptc handle for the table, under the xtables lock; commits when
+    /// `body` returns true. Retries from scratch when the commit loses a race (EAGAIN).
+    func withTable<T>(_ family: IPFamily, _ table: NetfilterTable, commit: Bool = true, _ body: (UnsafeMutableRawPointer) throws -> T) throws -> T {
+        let lock = try XtablesLock(path: lockPath, timeout: lockTimeout)
+        defer { withExtendedLifetime(lock) {} }
+        var attempt = 0
+        while true {
+            guard let handle = dnfv_tc_init(family.addressFamily, table.rawValue) else {
+                let e = errno
+                throw IPTablesError.libiptc(call: "iptc_init", object: "\(family) table \(table.rawValue)",
+                                            message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+            }
+            defer { dnfv_tc_free(family.addressFamily, handle) }
+            let result = try body(handle)
+            let changed = (result as? Bool) ?? false
+            guard commit && changed else { return result }
+            if dnfv_tc_commit(family.addressFamily, handle) != 0 { return result }
+            let e = errno
+            attempt += 1
+            if e == EAGAIN && attempt < retries { continue }
+            throw IPTablesError.libiptc(call: "iptc_commit", object: "\(family) table \(table.rawValue)",
+                                        message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+        }
+    }
+
+    func call(_ name: String, _ object: String, _ family: IPFamily, _ body: () -> Int32) throws {
+        if body() == 0 {
+            let e = errno
+            throw IPTablesError.libiptc(call: name, object: object, message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+        }
+    }
+
+    func kernelChains(_ handle: UnsafeMutableRawPointer, family: IPFamily) -> [String] {
+        var out: [String] = []
+        var chain = dnfv_tc_first_chain(family.addressFamily, handle)
+        while let name = chain {
+            out.append(String(cString: name))
+            chain = dnfv_tc_next_chain(family.addressFamily, handle)
+        }
+        return out
+    }
+
+    func rules(_ family: IPFamily, _ chain: String, _ handle: UnsafeMutableRawPointer) -> [(entry: UnsafeRawPointer, target: String)] {
+        var out: [(UnsafeRawPointer, String)] = []
+        var rule = dnfv_tc_first_rule(family.addressFamily, chain, handle)
+        while let entry = rule {
+            let target = dnfv_tc_get_target(family.addressFamily, entry, handle).map { String(cString: $0) } ?? ""
+            out.append((entry, target))
+            rule = dnfv_tc_next_rule(family.addressFamily, entry, handle)
+        }
+        return out
+    }
+
+    func policy(_ family: IPFamily, _ chain: String, _ handle: UnsafeMutableRawPointer) -> String? {
+        dnfv_tc_get_policy(family.addressFamily, chain, handle).map { String(cString: $0) }
+    }
+
+    /// (built-in chain, 1-based rule numbers) of docknfv's jump rules.
+    func jumpPositions(_ family: IPFamily, _ handle: UnsafeMutableRawPointer, table: NetfilterTable) -> [(String, [Int])] {
+        table.builtinChains.compactMap { chain in
+            guard dnfv_tc_is_chain(family.addressFamily, chain, handle) != 0 else { return nil }
+            let positions = rules(family, chain, handle).enumerated().filter { ChainNames.isOwned($0.element.target) }.map { $0.offset }
+            return positions.isEmpty ? nil : (chain, positions)
+        }
+    }
+
+    func drift(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer) throws -> TableDrift {
+        let family = desired.family
+        var drift = TableDrift()
+        let owned = Set(kernelChains(handle, family: family).filter(ChainNames.isOwned))
+        let wanted = Set(desired.ownedChains)
+        for chain in owned.subtracting(wanted).sorted() { drift.unexpected.append("chain \(chain)") }
+        for kernelChain in desired.ownedChains {
+            let chain = ChainNames.userChain(ofOwned: kernelChain)!
+            let want = built[chain] ?? []
+            guard owned.contains(kernelChain) else {
+                drift.missing.append("chain \(kernelChain)")
+                drift.missing += want.map { "-A \(chain) \($0.text)" }
+                continue
+            }
+            let have = rules(family, kernelChain, handle)
+            for (index, rule) in want.enumerated() {
+                let same = index < have.count && rule.bytes.withUnsafeBytes { raw in
+                    dnfv_entry_equal(family.addressFamily, raw.baseAddress, rule.target, have[index].entry, have[index].target) == 1
+                }
+                if !same { drift.missing.append("-A \(chain) \(rule.text) (position \(index + 1))") }
+            }
+            if have.count > want.count { drift.unexpected.append("\(have.count - want.count) extra rule(s) in \(kernelChain)") }
+        }
+        for builtin in desired.table.builtinChains {
+            let jumps = jumpPositions(family, handle, table: desired.table).first { $0.0 == builtin }?.1 ?? []
+            let wantJump = !(desired.chains[builtin] ?? []).isEmpty
+            if wantJump && jumps != [0] { drift.missing.append("jump from \(builtin) to \(ChainNames.owned(builtin)) as its first rule") }
+            if !wantJump && !jumps.isEmpty { drift.unexpected.append("jump from \(builtin) to a docknfv chain") }
+        }
+        for (chain, wantedPolicy) in desired.policies.sorted(by: { $0.key < $1.key }) where policy(family, chain, handle) != wantedPolicy {
+            drift.missing.append("policy \(chain) \(wantedPolicy)")
+        }
+        return drift
+    }
+
+    /// Replaces docknfv's part of the table in the handle (nothing reaches the kernel before commit).
+    func rewrite(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer) throws {
+        let family = desired.family
+        // 1. docknfv's jumps out of the built-in chains (highest position first).
+        for (chain, positions) in jumpPositions(family, handle, table: desired.table) {
+            for position in positions.reversed() {
+                try call("iptc_delete_num_entry", "\(chain) rule \(position + 1)", family) {
+                    dnfv_tc_delete_num(family.addressFamily, chain, UInt32(position), handle)
+                }
+            }
+        }
+        // 2. Empty every docknfv chain, then delete the ones no longer wanted.
+        let owned = kernelChains(handle, family: family).filter(ChainNames.isOwned)
+        for chain in owned {
+            try call("iptc_flush_entries", chain, family) { dnfv_tc_flush_entries(family.addressFamily, chain, handle) }
+        }
+        let wanted = Set(desired.ownedChains)
+        for chain in owned where !wanted.contains(chain) {
+            if dnfv_tc_delete_chain(family.addressFamily, chain, handle) == 0 {
+                if errno == EMLINK || errno == EBUSY { throw IPTablesError.foreignReference(chain: chain) }
+                try call("iptc_delete_chain", chain, family) { 0 }
+            }
+        }
+        // 3. Create what is missing and fill every docknfv chain.
+        for chain in desired.ownedChains where dnfv_tc_is_chain(family.addressFamily, chain, handle) == 0 {
+            try call("iptc_create_chain", chain, family) { dnfv_tc_create_chain(family.addressFamily, chain, handle) }
+        }
+        for kernelChain in desired.ownedChains {
+            let chain = ChainNames.userChain(ofOwned: kernelChain)!
+            for rule in built[chain] ?? [] {
+                try rule.bytes.withUnsafeBytes { raw in
+                    try call("iptc_append_entry", "\(kernelChain): \(rule.text)", family) {
+                        dnfv_tc_append(family.addressFamily, kernelChain, raw.baseAddress, handle)
+                    }
+                }
+            }
+        }
+        // 4. Jump into docknfv's chain first thing in each built-in chain that has rules.
+        for builtin in desired.table.builtinChains {
+            guard let jump = built["jump:" + builtin]?.first else { continue }
+            try jump.bytes.withUnsafeBytes { raw in
+                try call("iptc_insert_entry", "\(builtin) → \(ChainNames.owned(builtin))", family) {
+                    dnfv_tc_insert(family.addressFamily, builtin, raw.baseAddress, 0, handle)
+                }
+            }
+        }
+        // 5. Policies.
+        for (chain, value) in desired.policies where policy(family, chain, handle) != value {
+            try call("iptc_set_policy", "\(chain) \(value)", family) { dnfv_tc_set_policy(family.addressFamily, chain, value, handle) }
+        }
+    }
+}

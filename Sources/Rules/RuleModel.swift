@@ -1,0 +1,263 @@
+@_exported import NetTypes
+
+/// The netfilter tables docknfv manages.
+public enum NetfilterTable: String, CaseIterable, Sendable, Hashable, Comparable {
+    case raw, mangle, nat, filter
+
+    public var builtinChains: [String] {
+        switch self {
+        case .filter: return ["INPUT", "FORWARD", "OUTPUT"]
+        case .nat: return ["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]
+        case .mangle: return ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"]
+        case .raw: return ["PREROUTING", "OUTPUT"]
+        }
+    }
+
+    public static func < (a: NetfilterTable, b: NetfilterTable) -> Bool {
+        allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+    }
+}
+
+/// A value that a rule may match or match the opposite of (`! -s 10.0.0.0/8`).
+public struct Negatable<Value: Hashable & Sendable>: Hashable, Sendable {
+    public var value: Value
+    public var inverted: Bool
+    public init(_ value: Value, inverted: Bool = false) { self.value = value; self.inverted = inverted }
+}
+
+/// A port or an inclusive range of ports.
+public struct PortRange: Hashable, Sendable {
+    public var lower: UInt16
+    public var upper: UInt16
+    public init(_ lower: UInt16, _ upper: UInt16? = nil) { self.lower = lower; self.upper = upper ?? lower }
+    public static let any = PortRange(0, 65535)
+    public var isSingle: Bool { lower == upper }
+}
+
+public struct TCPFlags: Hashable, Sendable {
+    public var mask: UInt8
+    public var compare: UInt8
+}
+
+public struct TCPMatch: Hashable, Sendable {
+    public var sourcePorts: Negatable<PortRange>?
+    public var destinationPorts: Negatable<PortRange>?
+    public var flags: Negatable<TCPFlags>?
+    public init(sourcePorts: Negatable<PortRange>? = nil, destinationPorts: Negatable<PortRange>? = nil, flags: Negatable<TCPFlags>? = nil) {
+        self.sourcePorts = sourcePorts
+        self.destinationPorts = destinationPorts
+        self.flags = flags
+    }
+}
+
+public struct UDPMatch: Hashable, Sendable {
+    public var sourcePorts: Negatable<PortRange>?
+    public var destinationPorts: Negatable<PortRange>?
+    public init(sourcePorts: Negatable<PortRange>? = nil, destinationPorts: Negatable<PortRange>? = nil) {
+        self.sourcePorts = sourcePorts
+        self.destinationPorts = destinationPorts
+    }
+}
+
+/// ICMP / ICMPv6 type and code range. Type 255 with codes 0–255 is "any" (IPv4).
+public struct ICMPMatch: Hashable, Sendable {
+    public var type: UInt8
+    public var codes: ClosedRange<UInt8>
+    public var inverted: Bool
+    public init(type: UInt8, codes: ClosedRange<UInt8> = 0...255, inverted: Bool = false) {
+        self.type = type
+        self.codes = codes
+        self.inverted = inverted
+    }
+    public var isAny: Bool { type == 255 && codes == 0...255 }
+}
+
+public struct MultiportMatch: Hashable, Sendable {
+    public enum Direction: String, Hashable, Sendable { case source = "sports", destination = "dports", either = "ports" }
+    public var direction: Direction
+    public var ports: [PortRange]
+    public var inverted: Bool
+}
+
+public enum ConntrackState: String, CaseIterable, Hashable, Sendable {
+    // The order iptables prints them in.
+    case invalid = "INVALID", new = "NEW", related = "RELATED", established = "ESTABLISHED"
+    case untracked = "UNTRACKED", snat = "SNAT", dnat = "DNAT"
+
+    /// XT_CONNTRACK_STATE_* bit.
+    public var bit: UInt16 {
+        switch self {
+        case .invalid: return 1 << 0
+        case .established: return 1 << 1
+        case .related: return 1 << 2
+        case .new: return 1 << 3
+        case .untracked: return 1 << 8
+        case .snat: return 1 << 9
+        case .dnat: return 1 << 10
+        }
+    }
+}
+
+public struct ConntrackMatch: Hashable, Sendable {
+    public var states: Set<ConntrackState>
+    public var inverted: Bool
+}
+
+public struct MarkMatch: Hashable, Sendable {
+    public var value: UInt32
+    public var mask: UInt32
+    public var inverted: Bool
+}
+
+public struct SetMatch: Hashable, Sendable {
+    public enum Direction: String, Hashable, Sendable { case src, dst }
+    public var name: String
+    public var directions: [Direction]
+    public var inverted: Bool
+}
+
+public struct LimitMatch: Hashable, Sendable {
+    /// iptables' `avg`: XT_LIMIT_SCALE (10000) × seconds between packets.
+    public var average: UInt32
+    public var burst: UInt32
+}
+
+public struct AddressRange: Hashable, Sendable {
+    public var first: IPAddress
+    public var last: IPAddress
+}
+
+public struct IPRangeMatch: Hashable, Sendable {
+    public var source: Negatable<AddressRange>?
+    public var destination: Negatable<AddressRange>?
+}
+
+/// Extension matches (`-m NAME …`), in the order they appear in a rule.
+public enum Match: Hashable, Sendable {
+    case tcp(TCPMatch)
+    case udp(UDPMatch)
+    case icmp(ICMPMatch)
+    case icmp6(ICMPMatch)
+    case multiport(MultiportMatch)
+    case conntrack(ConntrackMatch)
+    case mark(MarkMatch)
+    case set(SetMatch)
+    case comment(String)
+    case limit(LimitMatch)
+    case iprange(IPRangeMatch)
+}
+
+/// REJECT's answer. Raw values are the kernel's `ipt_reject_with` / `ip6t_reject_with` numbers.
+public struct RejectType: Hashable, Sendable {
+    public var name: String
+    public var code: UInt32
+
+    public static let ipv4: [RejectType] = [
+        .init(name: "icmp-net-unreachable", code: 0), .init(name: "icmp-host-unreachable", code: 1),
+        .init(name: "icmp-proto-unreachable", code: 2), .init(name: "icmp-port-unreachable", code: 3),
+        .init(name: "icmp-net-prohibited", code: 5), .init(name: "icmp-host-prohibited", code: 6),
+        .init(name: "tcp-reset", code: 7), .init(name: "icmp-admin-prohibited", code: 8),
+    ]
+    public static let ipv6: [RejectType] = [
+        .init(name: "icmp6-no-route", code: 0), .init(name: "icmp6-adm-prohibited", code: 1),
+        .init(name: "icmp6-addr-unreachable", code: 3), .init(name: "icmp6-port-unreachable", code: 4),
+        .init(name: "tcp-reset", code: 6), .init(name: "icmp6-policy-fail", code: 7), .init(name: "icmp6-reject-route", code: 8),
+    ]
+    /// Aliases iptables accepts on input.
+    static let aliases: [String: String] = [
+        "net-unreach": "icmp-net-unreachable", "host-unreach": "icmp-host-unreachable",
+        "proto-unreach": "icmp-proto-unreachable", "port-unreach": "icmp-port-unreachable",
+        "net-prohib": "icmp-net-prohibited", "host-prohib": "icmp-host-prohibited", "admin-prohib": "icmp-admin-prohibited",
+        "tcp-rst": "tcp-reset", "icmp-prot-unreachable": "icmp-proto-unreachable",
+        "no-route": "icmp6-no-route", "adm-prohibited": "icmp6-adm-prohibited", "addr-unreach": "icmp6-addr-unreachable",
+        "icmp6-addr-unreach": "icmp6-addr-unreachable",
+    ]
+    public static func `default`(_ family: IPFamily) -> RejectType { family == .v4 ? ipv4[3] : ipv6[3] }
+    public static func named(_ name: String, family: IPFamily) -> RejectType? {
+        let canonical = aliases[name] ?? name
+        return (family == .v4 ? ipv4 : ipv6).first { $0.name == canonical }
+    }
+}
+
+/// DNAT / SNAT destination: an address range and an optional port range.
+public struct NATRange: Hashable, Sendable {
+    public var addresses: AddressRange?
+    public var ports: PortRange?
+}
+
+public enum Target: Hashable, Sendable {
+    case accept, drop, `return`
+    case jump(String)
+    case goto(String)
+    case reject(RejectType)
+    case log(prefix: String, level: UInt8)
+    case nflog(group: UInt16, prefix: String, size: UInt32?, threshold: UInt16)
+    case dnat(NATRange)
+    case snat(NATRange)
+    case masquerade(ports: PortRange?)
+    case redirect(ports: PortRange?)
+    case mark(value: UInt32, mask: UInt32)
+    /// nil = clamp to the path MTU.
+    case tcpmss(UInt16?)
+
+    /// Tables where the kernel allows the target (nil = any).
+    public var allowedTables: Set<NetfilterTable>? {
+        switch self {
+        case .dnat, .snat, .masquerade, .redirect: return [.nat]
+        case .mark: return [.mangle]
+        case .tcpmss: return [.mangle, .filter]
+        case .reject: return [.filter]
+        default: return nil
+        }
+    }
+
+    /// The chain a jump or goto leads to.
+    public var chain: String? {
+        switch self {
+        case .jump(let chain), .goto(let chain): return chain
+        default: return nil
+        }
+    }
+}
+
+/// One rule: the header selectors, the extension matches and the target.
+public struct Rule: Hashable, Sendable {
+    public var family: IPFamily
+    /// IP protocol number (0 = any).
+    public var proto: Negatable<UInt8>?
+    public var source: Negatable<IPPrefix>?
+    public var destination: Negatable<IPPrefix>?
+    public var inInterface: Negatable<String>?
+    public var outInterface: Negatable<String>?
+    public var matches: [Match]
+    public var target: Target
+
+    public init(family: IPFamily, proto: Negatable<UInt8>? = nil, source: Negatable<IPPrefix>? = nil,
+                destination: Negatable<IPPrefix>? = nil, inInterface: Negatable<String>? = nil,
+                outInterface: Negatable<String>? = nil, matches: [Match] = [], target: Target) {
+        self.family = family
+        self.proto = proto
+        self.source = source
+        self.destination = destination
+        self.inInterface = inInterface
+        self.outInterface = outInterface
+        self.matches = matches
+        self.target = target
+    }
+}
+
+/// IP protocol names as iptables prints them.
+public enum IPProtocol {
+    static let names: [(String, UInt8)] = [
+        ("tcp", 6), ("udp", 17), ("icmp", 1), ("ipv6-icmp", 58), ("sctp", 132), ("gre", 47), ("esp", 50),
+        ("ah", 51), ("udplite", 136), ("ipip", 4), ("igmp", 2),
+    ]
+    public static func number(_ name: String) -> UInt8? {
+        if name == "icmpv6" || name == "icmp6" { return 58 }
+        if name == "all" { return 0 }
+        return names.first { $0.0 == name.lowercased() }?.1
+    }
+    public static func name(_ number: UInt8) -> String {
+        names.first { $0.1 == number }?.0 ?? String(number)
+    }
+}

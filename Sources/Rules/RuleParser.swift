@@ -1,0 +1,707 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A rule that could not be parsed. Names the token (1-based) and the rule text.
+public struct RuleParseError: Error, Equatable, CustomStringConvertible {
+    public var rule: String
+    public var token: String?
+    public var position: Int?
+    public var reason: String
+
+    public var description: String {
+        if let token, let position {
+            return "rule \"\(rule)\": token \(position) \"\(token)\": \(reason)"
+        }
+        return "rule \"\(rule)\": \(reason)"
+    }
+}
+
+/// Parses the iptables rule syntax (`-p tcp --dport 80 -j ACCEPT`, `-m multiport --dports 80,443`,
+/// `-m set --match-set NAME src`, `! -s 10.0.0.0/8`, `-j DNAT --to-destination …`) as used by
+/// operators, firewallnetns-style configs and `iptables-save`.
+public struct RuleParser {
+    public var family: IPFamily?
+    /// `$VAR` / `${VAR}` values; nil = no expansion (a `$` is then literal).
+    public var environment: [String: String]?
+    /// Resolves a hostname in `-s` / `-d` to addresses (one rule per address). nil = hostnames are errors.
+    public var resolver: ((String, IPFamily?) -> [IPAddress])?
+
+    public init(family: IPFamily? = nil, environment: [String: String]? = nil,
+                resolver: ((String, IPFamily?) -> [IPAddress])? = nil) {
+        self.family = family
+        self.environment = environment
+        self.resolver = resolver
+    }
+
+    /// Parses one rule. Hostnames may turn it into several rules (one per address).
+    public func parse(_ text: String) throws(RuleParseError) -> [Rule] {
+        var tokens = try Tokenizer.split(text, rule: text)
+        if let environment {
+            for index in tokens.indices {
+                tokens[index] = try expand(tokens[index], environment: environment, rule: text, position: index + 1)
+            }
+        }
+        var run = RuleParse(text: text, tokens: tokens, family: family, resolver: resolver)
+        return try run.run()
+    }
+
+    /// Parses tokens already split (as given on a command line after `--`).
+    public func parse(tokens: [String]) throws(RuleParseError) -> [Rule] {
+        let text = tokens.map(Tokenizer.quoteIfNeeded).joined(separator: " ")
+        var tokens = tokens
+        if let environment {
+            for index in tokens.indices {
+                tokens[index] = try expand(tokens[index], environment: environment, rule: text, position: index + 1)
+            }
+        }
+        var run = RuleParse(text: text, tokens: tokens, family: family, resolver: resolver)
+        return try run.run()
+    }
+
+    func expand(_ token: String, environment: [String: String], rule: String, position: Int) throws(RuleParseError) -> String {
+        guard token.contains("$") else { return token }
+        var out = ""
+        var chars = Array(token)[...]
+        while let c = chars.popFirst() {
+            guard c == "$" else { out.append(c); continue }
+            var name = ""
+            if chars.first == "{" {
+                chars.removeFirst()
+                while let n = chars.popFirst(), n != "}" { name.append(n) }
+            } else {
+                while let n = chars.first, n.isLetter || n.isNumber || n == "_" { name.append(n); chars.removeFirst() }
+            }
+            guard !name.isEmpty else { out.append("$"); continue }
+            guard let value = environment[name] else {
+                throw RuleParseError(rule: rule, token: token, position: position, reason: "environment variable \(name) is not set")
+            }
+            out += value
+        }
+        return out
+    }
+}
+
+/// Shell-like splitting: whitespace separates, double and single quotes group, backslash escapes.
+enum Tokenizer {
+    static func split(_ text: String, rule: String) throws(RuleParseError) -> [String] {
+        var tokens: [String] = []
+        var current = ""
+        var inToken = false
+        var quote: Character?
+        var escaped = false
+        for c in text {
+            if escaped { current.append(c); escaped = false; continue }
+            if c == "\\" && quote != "'" { escaped = true; inToken = true; continue }
+            if let q = quote {
+                if c == q { quote = nil } else { current.append(c) }
+                continue
+            }
+            if c == "\"" || c == "'" { quote = c; inToken = true; continue }
+            if c == " " || c == "\t" || c == "\n" {
+                if inToken { tokens.append(current); current = ""; inToken = false }
+                continue
+            }
+            current.append(c)
+            inToken = true
+        }
+        if quote != nil { throw RuleParseError(rule: rule, token: nil, position: nil, reason: "unterminated quote") }
+        if escaped { throw RuleParseError(rule: rule, token: nil, position: nil, reason: "trailing backslash") }
+        if inToken { tokens.append(current) }
+        return tokens
+    }
+
+    static let plain = Set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+    /// Quotes as `iptables-save` does (xtables_save_string): only when a character needs it.
+    static func quoteIfNeeded(_ value: String) -> String {
+        if !value.isEmpty && value.allSatisfy({ plain.contains($0) }) { return value }
+        var out = "\""
+        for c in value {
+            if c == "\"" || c == "\\" || c == "'" { out.append("\\") }
+            out.append(c)
+        }
+        return out + "\""
+    }
+}
+
+/// One parse run over a rule's tokens.
+private struct RuleParse {
+    let text: String
+    let tokens: [String]
+    var family: IPFamily?
+    let resolver: ((String, IPFamily?) -> [IPAddress])?
+    var index = 0
+
+    var proto: Negatable<UInt8>?
+    var sources: [Negatable<IPPrefix>] = []
+    var destinations: [Negatable<IPPrefix>] = []
+    var inInterface: Negatable<String>?
+    var outInterface: Negatable<String>?
+    var matches: [Match] = []
+    var target: Target?
+    /// The module whose options are being read (`-m tcp`, or implied by `-p tcp`).
+    var module: String?
+    var pendingNegation = false
+    var pendingTarget: String?
+
+    init(text: String, tokens: [String], family: IPFamily?, resolver: ((String, IPFamily?) -> [IPAddress])?) {
+        self.text = text
+        self.tokens = tokens
+        self.family = family
+        self.resolver = resolver
+    }
+
+    func fail(_ reason: String, at position: Int? = nil) -> RuleParseError {
+        let at = position ?? index
+        let token = at >= 1 && at <= tokens.count ? tokens[at - 1] : nil
+        return RuleParseError(rule: text, token: token, position: token == nil ? nil : at, reason: reason)
+    }
+
+    mutating func next(_ what: String) throws(RuleParseError) -> String {
+        guard index < tokens.count else { throw fail("\(what) expected after \"\(tokens.last ?? "")\"", at: tokens.count) }
+        index += 1
+        return tokens[index - 1]
+    }
+
+    /// `!` may stand before an option (iptables-save) or before its value (older style).
+    mutating func valueWithNegation(_ what: String) throws(RuleParseError) -> (String, Bool) {
+        var inverted = pendingNegation
+        pendingNegation = false
+        var value = try next(what)
+        if value == "!" { inverted = true; value = try next(what) }
+        return (value, inverted)
+    }
+
+    mutating func run() throws(RuleParseError) -> [Rule] {
+        guard !tokens.isEmpty else { throw fail("empty rule") }
+        while index < tokens.count {
+            let token = try next("option")
+            if token == "!" {
+                if pendingNegation { throw fail("double negation") }
+                pendingNegation = true
+                continue
+            }
+            try option(token)
+        }
+        if pendingNegation { throw fail("\"!\" at the end of the rule", at: tokens.count) }
+        guard let target else { throw fail("no target: every rule needs -j TARGET (or -g CHAIN)") }
+        return try expandRules(target: target)
+    }
+
+    mutating func option(_ token: String) throws(RuleParseError) {
+        let position = index
+        switch token {
+        case "-p", "--protocol":
+            let (value, inverted) = try valueWithNegation("protocol")
+            let number: UInt8?
+            if let n = UInt8(value) { number = n } else { number = IPProtocol.number(value) }
+            guard let number else { throw fail("unknown protocol") }
+            if number == 1 && family == .v6 { throw fail("protocol icmp does not fit an IPv6 rule (use ipv6-icmp)") }
+            if number == 58 { try setFamily(.v6, position: position + 1) }
+            if number == 1 { try setFamily(.v4, position: position + 1) }
+            proto = Negatable(number, inverted: inverted)
+            module = nil
+        case "-s", "--source", "--src", "-d", "--destination", "--dst":
+            let (value, inverted) = try valueWithNegation("address")
+            let prefixes = try addresses(value, position: index)
+            let list = prefixes.map { Negatable($0, inverted: inverted) }
+            if token.hasPrefix("-s") || token == "--source" || token == "--src" { sources = list } else { destinations = list }
+        case "-i", "--in-interface", "-o", "--out-interface":
+            let (value, inverted) = try valueWithNegation("interface")
+            guard !value.isEmpty, value.utf8.count < 16, !value.contains("/") else { throw fail("not a valid interface name") }
+            if token == "-i" || token == "--in-interface" { inInterface = Negatable(value, inverted: inverted) }
+            else { outInterface = Negatable(value, inverted: inverted) }
+        case "-m", "--match":
+            let name = try next("match name")
+            try beginModule(name)
+        case "-j", "--jump", "-g", "--goto":
+            if pendingNegation { throw fail("a target cannot be negated") }
+            if target != nil { throw fail("a rule has one target") }
+            let name = try next("target")
+            try parseTarget(name, goto: token == "-g" || token == "--goto")
+        case "-4", "--ipv4": try setFamily(.v4, position: position)
+        case "-6", "--ipv6": try setFamily(.v6, position: position)
+        default:
+            if let module, try moduleOption(module, token) { return }
+            if module == nil, let proto, ["tcp", "udp", "icmp", "ipv6-icmp"].contains(IPProtocol.name(proto.value)) {
+                // Implicit protocol match: `-p tcp --dport 80`.
+                let name = IPProtocol.name(proto.value) == "ipv6-icmp" ? "icmp6" : IPProtocol.name(proto.value)
+                try beginModule(name)
+                if try moduleOption(name, token) { return }
+                self.module = nil
+                matches.removeLast()
+            }
+            throw fail(token.hasPrefix("-") ? "unknown option" : "unexpected value (not an option)")
+        }
+    }
+
+    mutating func setFamily(_ wanted: IPFamily, position: Int) throws(RuleParseError) {
+        if let family, family != wanted { throw fail("does not fit an \(family) rule", at: position) }
+        family = wanted
+    }
+
+    // MARK: Addresses
+
+    mutating func addresses(_ value: String, position: Int) throws(RuleParseError) -> [IPPrefix] {
+        var out: [IPPrefix] = []
+        for part in value.split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
+            guard !part.isEmpty else { throw fail("empty address", at: position) }
+            if let prefix = parsePrefix(part) {
+                try setFamily(prefix.family, position: position)
+                out.append(prefix)
+                continue
+            }
+            // Host name: as firewallnetns does, one rule per address it resolves to.
+            let name = part.split(separator: "/").first.map(String.init) ?? part
+            guard let resolver, name.contains(where: { $0.isLetter }), !name.contains(":") else {
+                throw fail("not a valid address or CIDR", at: position)
+            }
+            let resolved = resolver(name, family)
+            guard !resolved.isEmpty else { throw fail("host name does not resolve\(family.map { " to an \($0) address" } ?? "")", at: position) }
+            let chosen = family ?? resolved[0].family
+            try setFamily(chosen, position: position)
+            out += resolved.filter { $0.family == chosen }.map { IPPrefix(address: $0, length: chosen.bitCount)! }
+        }
+        return out
+    }
+
+    func parsePrefix(_ text: String) -> IPPrefix? {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let address = IPAddress(parts[0]) else { return nil }
+        if parts.count == 1 { return IPPrefix(address: address, length: address.family.bitCount) }
+        if let length = Int(parts[1]), parts[1].allSatisfy(\.isNumber) { return IPPrefix(address: address, length: length) }
+        // Dotted netmask (`255.255.255.0`), as iptables accepts.
+        guard address.family == .v4, let mask = IPAddress(parts[1]), mask.family == .v4 else { return nil }
+        let bits = mask.bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+        let length = bits.leadingZeroBitCount == 32 ? 0 : (~bits).leadingZeroBitCount == 0 ? 0 : 32 - bits.trailingZeroBitCount
+        guard bits == (length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(length))) else { return nil }
+        return IPPrefix(address: address, length: length)
+    }
+
+    // MARK: Match modules
+
+    mutating func beginModule(_ name: String) throws(RuleParseError) {
+        let canonical = name == "state" ? "conntrack" : name == "icmpv6" ? "icmp6" : name
+        switch canonical {
+        case "tcp", "udp":
+            guard let proto, IPProtocol.name(proto.value) == canonical, !proto.inverted else {
+                throw fail("-m \(name) needs -p \(name) before it")
+            }
+            matches.append(canonical == "tcp" ? .tcp(TCPMatch()) : .udp(UDPMatch()))
+        case "icmp":
+            try setFamily(.v4, position: index)
+            matches.append(.icmp(ICMPMatch(type: 255)))
+        case "icmp6":
+            try setFamily(.v6, position: index)
+            matches.append(.icmp6(ICMPMatch(type: 255)))
+        case "multiport":
+            guard let proto, [6, 17, 132, 136].contains(proto.value), !proto.inverted else {
+                throw fail("-m multiport needs -p tcp, udp, sctp or udplite")
+            }
+            matches.append(.multiport(MultiportMatch(direction: .destination, ports: [], inverted: false)))
+        case "conntrack": matches.append(.conntrack(ConntrackMatch(states: [], inverted: false)))
+        case "mark": matches.append(.mark(MarkMatch(value: 0, mask: 0xffff_ffff, inverted: false)))
+        case "set": matches.append(.set(SetMatch(name: "", directions: [], inverted: false)))
+        case "comment": matches.append(.comment(""))
+        case "limit": matches.append(.limit(LimitMatch(average: 10000 * 3600 / 3, burst: 5)))
+        case "iprange": matches.append(.iprange(IPRangeMatch()))
+        default: throw fail("unsupported match module")
+        }
+        module = canonical
+    }
+
+    /// Handles an option of the current module; false if the module does not know it.
+    mutating func moduleOption(_ module: String, _ option: String) throws(RuleParseError) -> Bool {
+        guard var match = matches.last else { return false }
+        defer { matches[matches.count - 1] = match }
+        switch (module, match) {
+        case ("tcp", .tcp(var tcp)):
+            switch option {
+            case "--sport", "--source-port": let (v, inv) = try valueWithNegation("port"); tcp.sourcePorts = Negatable(try portRange(v), inverted: inv)
+            case "--dport", "--destination-port": let (v, inv) = try valueWithNegation("port"); tcp.destinationPorts = Negatable(try portRange(v), inverted: inv)
+            case "--tcp-flags":
+                let (mask, inv) = try valueWithNegation("flag mask")
+                let compare = try next("flags")
+                tcp.flags = Negatable(TCPFlags(mask: try tcpFlags(mask), compare: try tcpFlags(compare)), inverted: inv)
+            case "--syn":
+                let inverted = pendingNegation; pendingNegation = false
+                tcp.flags = Negatable(TCPFlags(mask: 0x17, compare: 0x02), inverted: inverted)
+            default: return false
+            }
+            match = .tcp(tcp)
+        case ("udp", .udp(var udp)):
+            switch option {
+            case "--sport", "--source-port": let (v, inv) = try valueWithNegation("port"); udp.sourcePorts = Negatable(try portRange(v), inverted: inv)
+            case "--dport", "--destination-port": let (v, inv) = try valueWithNegation("port"); udp.destinationPorts = Negatable(try portRange(v), inverted: inv)
+            default: return false
+            }
+            match = .udp(udp)
+        case ("icmp", .icmp):
+            guard option == "--icmp-type" else { return false }
+            let (v, inv) = try valueWithNegation("ICMP type")
+            guard var icmp = try ICMPNames.parse(v, family: .v4) else { throw fail("unknown ICMP type") }
+            icmp.inverted = inv
+            match = .icmp(icmp)
+        case ("icmp6", .icmp6):
+            guard option == "--icmpv6-type" else { return false }
+            let (v, inv) = try valueWithNegation("ICMPv6 type")
+            guard var icmp = try ICMPNames.parse(v, family: .v6) else { throw fail("unknown ICMPv6 type") }
+            icmp.inverted = inv
+            match = .icmp6(icmp)
+        case ("multiport", .multiport(var mp)):
+            let direction: MultiportMatch.Direction
+            switch option {
+            case "--sports", "--source-ports": direction = .source
+            case "--dports", "--destination-ports": direction = .destination
+            case "--ports": direction = .either
+            default: return false
+            }
+            let (v, inv) = try valueWithNegation("port list")
+            var ports: [PortRange] = []
+            var slots = 0
+            for part in v.split(separator: ",", omittingEmptySubsequences: false) {
+                let range = try portRange(String(part))
+                slots += range.isSingle ? 1 : 2
+                ports.append(range)
+            }
+            if slots > 15 { throw fail("too many ports (at most 15, a range counts twice)") }
+            mp.direction = direction; mp.ports = ports; mp.inverted = inv
+            match = .multiport(mp)
+        case ("conntrack", .conntrack(var ct)):
+            guard option == "--ctstate" || option == "--state" else { return false }
+            let (v, inv) = try valueWithNegation("state list")
+            var states = Set<ConntrackState>()
+            for part in v.split(separator: ",") {
+                guard let state = ConntrackState(rawValue: part.uppercased()) else { throw fail("unknown conntrack state \"\(part)\"") }
+                states.insert(state)
+            }
+            ct.states = states; ct.inverted = inv
+            match = .conntrack(ct)
+        case ("mark", .mark(var mark)):
+            guard option == "--mark" else { return false }
+            let (v, inv) = try valueWithNegation("mark")
+            let (value, mask) = try valueMask(v)
+            mark.value = value; mark.mask = mask; mark.inverted = inv
+            match = .mark(mark)
+        case ("set", .set(var set)):
+            guard option == "--match-set" else { return false }
+            let (name, inv) = try valueWithNegation("set name")
+            guard !name.isEmpty, name.utf8.count < 32 else { throw fail("not a valid set name") }
+            let flags = try next("src/dst flags")
+            var directions: [SetMatch.Direction] = []
+            for part in flags.split(separator: ",", omittingEmptySubsequences: false) {
+                guard let direction = SetMatch.Direction(rawValue: String(part)) else { throw fail("expected src or dst") }
+                directions.append(direction)
+            }
+            guard (1...6).contains(directions.count) else { throw fail("1 to 6 src/dst flags") }
+            set.name = name; set.directions = directions; set.inverted = inv
+            match = .set(set)
+        case ("comment", .comment):
+            guard option == "--comment" else { return false }
+            let text = try next("comment")
+            guard text.utf8.count < 256 else { throw fail("comment longer than 255 bytes") }
+            match = .comment(text)
+        case ("limit", .limit(var limit)):
+            switch option {
+            case "--limit": limit.average = try rate(try next("rate"))
+            case "--limit-burst":
+                guard let burst = UInt32(try next("burst")), burst > 0, burst <= 10000 else { throw fail("burst must be 1 to 10000") }
+                limit.burst = burst
+            default: return false
+            }
+            match = .limit(limit)
+        case ("iprange", .iprange(var range)):
+            guard option == "--src-range" || option == "--dst-range" else { return false }
+            let (v, inv) = try valueWithNegation("address range")
+            let parts = v.split(separator: "-", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let first = IPAddress(parts[0]), let last = IPAddress(parts[1]), first.family == last.family, !(last < first) else {
+                throw fail("expected an address range FIRST-LAST")
+            }
+            try setFamily(first.family, position: index)
+            let value = Negatable(AddressRange(first: first, last: last), inverted: inv)
+            if option == "--src-range" { range.source = value } else { range.destination = value }
+            match = .iprange(range)
+        default:
+            return false
+        }
+        return true
+    }
+
+    func portRange(_ text: String) throws(RuleParseError) -> PortRange {
+        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        func port(_ p: String, default value: UInt16) throws(RuleParseError) -> UInt16 {
+            if p.isEmpty { return value }
+            if p.allSatisfy(\.isNumber), let n = UInt16(p) { return n }
+            if let entry = getservbyname(p, nil) { return UInt16(bigEndian: UInt16(truncatingIfNeeded: entry.pointee.s_port)) }
+            throw fail("not a valid port \"\(p)\" (0-65535 or a service name)")
+        }
+        if parts.count == 1 { return PortRange(try port(parts[0], default: 0)) }
+        let lower = try port(parts[0], default: 0), upper = try port(parts[1], default: 65535)
+        guard lower <= upper else { throw fail("port range \(lower):\(upper) is reversed") }
+        return PortRange(lower, upper)
+    }
+
+    func tcpFlags(_ text: String) throws(RuleParseError) -> UInt8 {
+        let names: [String: UInt8] = ["FIN": 0x01, "SYN": 0x02, "RST": 0x04, "PSH": 0x08, "ACK": 0x10, "URG": 0x20, "ALL": 0x3f, "NONE": 0]
+        var flags: UInt8 = 0
+        for part in text.split(separator: ",") {
+            guard let bit = names[part.uppercased()] else { throw fail("unknown TCP flag \"\(part)\"") }
+            flags |= bit
+        }
+        return flags
+    }
+
+    func valueMask(_ text: String) throws(RuleParseError) -> (UInt32, UInt32) {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        func number(_ s: String) throws(RuleParseError) -> UInt32 {
+            if s.hasPrefix("0x") || s.hasPrefix("0X"), let v = UInt32(s.dropFirst(2), radix: 16) { return v }
+            if let v = UInt32(s) { return v }
+            throw fail("not a 32-bit number \"\(s)\"")
+        }
+        guard !parts.isEmpty else { throw fail("empty value") }
+        return (try number(parts[0]), parts.count == 2 ? try number(parts[1]) : 0xffff_ffff)
+    }
+
+    /// `N/second|minute|hour|day` (any prefix of the unit) → iptables' average period.
+    func rate(_ text: String) throws(RuleParseError) -> UInt32 {
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let count = UInt32(parts[0]), count > 0 else { throw fail("not a rate N/unit") }
+        var seconds: UInt32 = 1
+        if parts.count == 2 {
+            let unit = parts[1].lowercased()
+            let units: [(String, UInt32)] = [("second", 1), ("minute", 60), ("hour", 3600), ("day", 86400)]
+            guard !unit.isEmpty, let match = units.first(where: { $0.0.hasPrefix(unit) }) else { throw fail("unknown rate unit \"\(parts[1])\"") }
+            seconds = match.1
+        }
+        let period = UInt64(10000) * UInt64(seconds) / UInt64(count)
+        guard period > 0, period <= UInt64(UInt32.max) else { throw fail("rate out of range") }
+        return UInt32(period)
+    }
+
+    // MARK: Targets
+
+    mutating func parseTarget(_ name: String, goto: Bool) throws(RuleParseError) {
+        module = nil
+        if goto {
+            guard ChainNames.isValidUserChain(name) else { throw fail("not a valid chain name") }
+            target = .goto(name)
+            return
+        }
+        let family = self.family ?? .v4
+        switch name {
+        case "ACCEPT": target = .accept
+        case "DROP": target = .drop
+        case "RETURN": target = .return
+        case "REJECT":
+            var type = RejectType.default(family)
+            if index < tokens.count, tokens[index] == "--reject-with" {
+                index += 1
+                let value = try next("reject type")
+                guard let named = RejectType.named(value, family: family) else { throw fail("unknown reject type for \(family)") }
+                type = named
+            }
+            target = .reject(type)
+        case "LOG":
+            var prefix = "", level: UInt8 = 4
+            while index < tokens.count {
+                switch tokens[index] {
+                case "--log-prefix":
+                    index += 1
+                    prefix = try next("prefix")
+                    guard prefix.utf8.count <= 29 else { throw fail("log prefix longer than 29 bytes") }
+                case "--log-level":
+                    index += 1
+                    let value = try next("level")
+                    let levels = ["emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"]
+                    if let n = UInt8(value), n <= 7 { level = n }
+                    else if let n = levels.firstIndex(of: value.lowercased()) { level = UInt8(n) }
+                    else if value.lowercased() == "warn" { level = 4 }
+                    else { throw fail("unknown log level") }
+                default: throw fail("unknown LOG option", at: index + 1)
+                }
+            }
+            target = .log(prefix: prefix, level: level)
+        case "NFLOG":
+            var group: UInt16 = 0, prefix = "", size: UInt32?, threshold: UInt16 = 1
+            while index < tokens.count {
+                let option = tokens[index]
+                index += 1
+                let value = try next("value")
+                switch option {
+                case "--nflog-group": guard let g = UInt16(value) else { throw fail("group must be 0-65535") }; group = g
+                case "--nflog-prefix": guard value.utf8.count < 64 else { throw fail("prefix longer than 63 bytes") }; prefix = value
+                case "--nflog-size", "--nflog-range": guard let s = UInt32(value) else { throw fail("size must be a number") }; size = s
+                case "--nflog-threshold": guard let t = UInt16(value), t > 0 else { throw fail("threshold must be 1-65535") }; threshold = t
+                default: throw fail("unknown NFLOG option", at: index - 1)
+                }
+            }
+            target = .nflog(group: group, prefix: prefix, size: size, threshold: threshold)
+        case "DNAT", "SNAT":
+            let option = name == "DNAT" ? "--to-destination" : "--to-source"
+            guard index < tokens.count, tokens[index] == option || tokens[index] == "--to" else {
+                throw fail("\(name) needs \(option) ADDRESS[:PORT]", at: index)
+            }
+            index += 1
+            let range = try natRange(try next("address"))
+            target = name == "DNAT" ? .dnat(range) : .snat(range)
+        case "MASQUERADE", "REDIRECT":
+            var ports: PortRange?
+            if index < tokens.count, tokens[index] == "--to-ports" {
+                index += 1
+                let value = try next("ports")
+                ports = try portRange(value.replacingOccurrences("-", with: ":"))
+            }
+            target = name == "MASQUERADE" ? .masquerade(ports: ports) : .redirect(ports: ports)
+        case "MARK":
+            guard index < tokens.count else { throw fail("MARK needs --set-mark or --set-xmark") }
+            let option = tokens[index]
+            index += 1
+            let (value, mask) = try valueMask(try next("mark"))
+            switch option {
+            case "--set-xmark": target = .mark(value: value, mask: mask)
+            case "--set-mark": target = .mark(value: value, mask: value | mask)
+            default: throw fail("unknown MARK option", at: index - 1)
+            }
+        case "TCPMSS":
+            guard index < tokens.count else { throw fail("TCPMSS needs --clamp-mss-to-pmtu or --set-mss") }
+            let option = tokens[index]
+            index += 1
+            switch option {
+            case "--clamp-mss-to-pmtu": target = .tcpmss(nil)
+            case "--set-mss":
+                guard let mss = UInt16(try next("mss")), mss > 0, mss < 0xffff else { throw fail("MSS must be 1-65534") }
+                target = .tcpmss(mss)
+            default: throw fail("unknown TCPMSS option", at: index)
+            }
+        default:
+            guard ChainNames.isValidUserChain(name) else {
+                throw fail(name.uppercased() == name && !name.isEmpty ? "unsupported target" : "not a valid target or chain name")
+            }
+            target = .jump(name)
+        }
+        if index < tokens.count && target != nil && tokens[index].hasPrefix("--") {
+            throw fail("unknown option for target \(name)", at: index + 1)
+        }
+    }
+
+    func natRange(_ text: String) throws(RuleParseError) -> NATRange {
+        var addressPart = text, portPart: String?
+        if text.hasPrefix("[") {
+            guard let close = text.firstIndex(of: "]") else { throw fail("unterminated [IPv6 address]") }
+            addressPart = String(text[text.index(after: text.startIndex)..<close])
+            let rest = text[text.index(after: close)...]
+            if rest.hasPrefix(":") { portPart = String(rest.dropFirst()) } else if !rest.isEmpty { throw fail("unexpected text after ]") }
+        } else if text.filter({ $0 == ":" }).count == 1 {
+            let parts = text.split(separator: ":", omittingEmptySubsequences: false).map(String.init)
+            addressPart = parts[0]; portPart = parts[1]
+        }
+        var range = NATRange()
+        if !addressPart.isEmpty {
+            let bounds = addressPart.split(separator: "-", maxSplits: 1).map(String.init)
+            guard let first = IPAddress(bounds[0]) else { throw fail("not a valid address \"\(bounds[0])\"") }
+            let last = bounds.count == 2 ? IPAddress(bounds[1]) : first
+            guard let last, last.family == first.family, !(last < first) else { throw fail("not a valid address range") }
+            if let family, family != first.family { throw fail("address does not fit an \(family) rule") }
+            range.addresses = AddressRange(first: first, last: last)
+        }
+        if let portPart {
+            guard proto.map({ [6, 17, 132, 136].contains($0.value) }) == true else { throw fail("a NAT port needs -p tcp, udp, sctp or udplite") }
+            range.ports = try portRange(portPart.replacingOccurrences("-", with: ":"))
+        }
+        if range.addresses == nil && range.ports == nil { throw fail("empty NAT destination") }
+        return range
+    }
+
+    // MARK: Finishing
+
+    func expandRules(target: Target) throws(RuleParseError) -> [Rule] {
+        let family = self.family ?? .v4
+        if case .reject(let type) = target, RejectType.named(type.name, family: family) == nil {
+            throw fail("reject type \(type.name) does not fit an \(family) rule")
+        }
+        if case .tcpmss = target {
+            let hasSYN = matches.contains { if case .tcp(let t) = $0, let f = t.flags, !f.inverted, f.value.compare & 0x02 != 0 { return true }; return false }
+            guard hasSYN else { throw fail("TCPMSS needs -p tcp --tcp-flags SYN,RST SYN (or --syn)") }
+        }
+        for match in matches {
+            if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst") }
+            if case .comment(let text) = match, text.isEmpty { throw fail("-m comment needs --comment TEXT") }
+            if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate") }
+            if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports") }
+        }
+        let sourceList: [Negatable<IPPrefix>?] = sources.isEmpty ? [nil] : sources
+        let destinationList: [Negatable<IPPrefix>?] = destinations.isEmpty ? [nil] : destinations
+        var rules: [Rule] = []
+        for source in sourceList {
+            for destination in destinationList {
+                rules.append(Rule(family: family, proto: proto, source: source.map { Negatable($0.value.network, inverted: $0.inverted) },
+                                  destination: destination.map { Negatable($0.value.network, inverted: $0.inverted) },
+                                  inInterface: inInterface, outInterface: outInterface, matches: matches, target: target))
+            }
+        }
+        return rules
+    }
+}
+
+/// ICMP / ICMPv6 type names iptables accepts.
+enum ICMPNames {
+    static let v4: [String: (UInt8, ClosedRange<UInt8>)] = [
+        "any": (255, 0...255), "echo-reply": (0, 0...255), "pong": (0, 0...255),
+        "destination-unreachable": (3, 0...255), "network-unreachable": (3, 0...0), "host-unreachable": (3, 1...1),
+        "protocol-unreachable": (3, 2...2), "port-unreachable": (3, 3...3), "fragmentation-needed": (3, 4...4),
+        "source-route-failed": (3, 5...5), "network-prohibited": (3, 9...9), "host-prohibited": (3, 10...10),
+        "communication-prohibited": (3, 13...13), "source-quench": (4, 0...255), "redirect": (5, 0...255),
+        "echo-request": (8, 0...255), "ping": (8, 0...255), "router-advertisement": (9, 0...255),
+        "router-solicitation": (10, 0...255), "time-exceeded": (11, 0...255), "ttl-exceeded": (11, 0...255),
+        "ttl-zero-during-transit": (11, 0...0), "ttl-zero-during-reassembly": (11, 1...1),
+        "parameter-problem": (12, 0...255), "timestamp-request": (13, 0...255), "timestamp-reply": (14, 0...255),
+        "address-mask-request": (17, 0...255), "address-mask-reply": (18, 0...255),
+    ]
+    static let v6: [String: (UInt8, ClosedRange<UInt8>)] = [
+        "destination-unreachable": (1, 0...255), "no-route": (1, 0...0), "communication-prohibited": (1, 1...1),
+        "address-unreachable": (1, 3...3), "port-unreachable": (1, 4...4), "packet-too-big": (2, 0...255),
+        "time-exceeded": (3, 0...255), "ttl-exceeded": (3, 0...255), "parameter-problem": (4, 0...255),
+        "echo-request": (128, 0...255), "ping": (128, 0...255), "echo-reply": (129, 0...255), "pong": (129, 0...255),
+        "router-solicitation": (133, 0...255), "router-advertisement": (134, 0...255),
+        "neighbour-solicitation": (135, 0...255), "neighbor-solicitation": (135, 0...255),
+        "neighbour-advertisement": (136, 0...255), "neighbor-advertisement": (136, 0...255), "redirect": (137, 0...255),
+    ]
+
+    /// `TYPE`, `TYPE/CODE` or a name.
+    static func parse(_ text: String, family: IPFamily) throws(RuleParseError) -> ICMPMatch? {
+        if let (type, codes) = (family == .v4 ? v4 : v6)[text.lowercased()] { return ICMPMatch(type: type, codes: codes) }
+        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        guard let type = UInt8(parts[0]) else { return nil }
+        if parts.count == 2 {
+            guard let code = UInt8(parts[1]) else { return nil }
+            return ICMPMatch(type: type, codes: code...code)
+        }
+        return ICMPMatch(type: type)
+    }
+}
+
+/// docknfv's chain naming: the kernel chain that holds docknfv's rules for chain C is `DNFV-C`.
+public enum ChainNames {
+    public static let prefix = "DNFV-"
+    /// XT_EXTENSION_MAXNAMELEN - 1.
+    public static let maxKernelLength = 28
+
+    public static func owned(_ chain: String) -> String { prefix + chain }
+    public static func isOwned(_ kernelChain: String) -> Bool { kernelChain.hasPrefix(prefix) }
+    public static func userChain(ofOwned kernelChain: String) -> String? {
+        isOwned(kernelChain) ? String(kernelChain.dropFirst(prefix.count)) : nil
+    }
+
+    /// A user chain name docknfv can own: letters, digits, `-`, `_`, `.`, short enough to fit the prefix.
+    public static func isValidUserChain(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count + prefix.utf8.count <= maxKernelLength && !name.hasPrefix("-") && !name.hasPrefix("!")
+            && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
+    }
+}
+
+extension String {
+    func replacingOccurrences(_ target: Character, with replacement: Character) -> String {
+        String(map { $0 == target ? replacement : $0 })
+    }
+}
