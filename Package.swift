@@ -10,6 +10,7 @@ let package = Package(
     products: [
         .executable(name: "docknfv-init", targets: ["docknfv-init"]),
         .executable(name: "docknfv-dhcp-hook", targets: ["docknfv-dhcp-hook"]),
+        .executable(name: "docknfvctl", targets: ["docknfvctl"]),
         .executable(name: "docknfv-bench", targets: ["docknfv-bench"]),
         .library(name: "Routing", targets: ["Routing"]),
         .library(name: "DualHome", targets: ["DualHome"]),
@@ -26,7 +27,7 @@ let package = Package(
         .systemLibrary(name: "CLibIP6TC", pkgConfig: "libip6tc", providers: [.apt(["libiptc-dev"])]),
         .systemLibrary(name: "CLibMNL", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "CDockNFVShim"),
-        .target(name: "CNetfilterShim", dependencies: ["CLibIP4TC", "CLibIP6TC"]),
+        .target(name: "CNetfilterShim", dependencies: ["CLibIP4TC", "CLibIP6TC", "CLibMNL"]),
 
         // Library modules, one job each.
         .target(name: "NetTypes"),
@@ -36,6 +37,7 @@ let package = Package(
         .target(name: "StateFiles"),
         .target(name: "Rules", dependencies: ["NetTypes"]),
         .target(name: "IPTables", dependencies: ["Rules", "CNetfilterShim"]),
+        .target(name: "RuleState", dependencies: ["Rules", "IPTables", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "CDockNFVShim"]),
@@ -47,6 +49,10 @@ let package = Package(
         ]),
         .executableTarget(name: "docknfv-dhcp-hook", dependencies: [
             "DHCPHook", "Routing",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .executableTarget(name: "docknfvctl", dependencies: [
+            "RuleState", "IPTables", "Rules", "NetNS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS"]),

@@ -215,8 +215,21 @@ struct EntryBuilder {
                 try setTarget(entry, "DNAT", 2, info, text: text)
                 return "DNAT"
             }
-            // SNAT as revision 1 (nf_nat_range: range2 without base_proto): iptables 1.8's
-            // libxt_SNAT cannot print revision 2, so `iptables -S` would show it as unsupported.
+            // iptables 1.8's libxt_SNAT prints only revision 0 (IPv4) and 1 (IPv6), not 2: with
+            // revision 2 `iptables -S` would show "[unsupported revision]".
+            if rule.family == .v4 {
+                var compat = nf_nat_ipv4_multi_range_compat()
+                compat.rangesize = 1
+                compat.range.flags = info.flags
+                if let addresses = range.addresses {
+                    compat.range.min_ip = UInt32(bigEndian: addresses.first.bytes.withUnsafeBytes { $0.load(as: UInt32.self) }).bigEndian
+                    compat.range.max_ip = UInt32(bigEndian: addresses.last.bytes.withUnsafeBytes { $0.load(as: UInt32.self) }).bigEndian
+                }
+                compat.range.min = info.min_proto
+                compat.range.max = info.max_proto
+                try setTarget(entry, "SNAT", 0, compat, text: text)
+                return "SNAT"
+            }
             var range1 = nf_nat_range()
             range1.flags = info.flags
             range1.min_addr = info.min_addr

@@ -111,6 +111,11 @@ public struct TableEngine {
         }
     }
 
+    /// Builds every rule without touching the kernel: the errors `apply` would raise for bad rules.
+    public func validate(_ desired: TableRules) throws -> Int {
+        try buildAll(desired).values.reduce(0) { $0 + $1.count }
+    }
+
     /// What differs between `desired` and the kernel.
     public func check(_ desired: TableRules) throws -> TableDrift {
         let built = try buildAll(desired)

@@ -1,0 +1,89 @@
+/// The contents of an `iptables-save` / `ip6tables-save` file.
+public struct SaveFile: Sendable, Equatable {
+    public struct Chain: Sendable, Equatable {
+        public var name: String
+        /// nil for a user chain (`-`).
+        public var policy: String?
+    }
+    public struct TableSection: Sendable, Equatable {
+        public var table: NetfilterTable
+        public var chains: [Chain]
+        /// (chain, rule) in file order.
+        public var rules: [(chain: String, rule: Rule)]
+
+        public static func == (a: TableSection, b: TableSection) -> Bool {
+            a.table == b.table && a.chains == b.chains && a.rules.map(\.chain) == b.rules.map(\.chain)
+                && a.rules.map(\.rule) == b.rules.map(\.rule)
+        }
+    }
+    public var tables: [TableSection]
+}
+
+public struct SaveFileError: Error, Equatable, CustomStringConvertible {
+    public var line: Int
+    public var text: String
+    public var reason: String
+    public var description: String { "line \(line) \"\(text)\": \(reason)" }
+}
+
+/// Reads `iptables-save` output: `*table`, `:CHAIN POLICY [p:b]`, `-A CHAIN rule…`, `COMMIT`,
+/// comments. Every rule goes through `RuleParser`; errors name the line.
+public enum SaveFileReader {
+    public static func read(_ text: String, family: IPFamily, parser: RuleParser? = nil) throws(SaveFileError) -> SaveFile {
+        var parser = parser ?? RuleParser()
+        parser.family = family
+        var tables: [SaveFile.TableSection] = []
+        var current: SaveFile.TableSection?
+        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let number = offset + 1
+            let line = raw.trimmingCharacters(in: " \t\r")
+            if line.isEmpty || line.hasPrefix("#") { continue }
+            func fail(_ reason: String) -> SaveFileError { SaveFileError(line: number, text: line, reason: reason) }
+            if line.hasPrefix("*") {
+                guard current == nil else { throw fail("table starts before the previous one's COMMIT") }
+                guard let table = NetfilterTable(rawValue: String(line.dropFirst())) else { throw fail("unknown table") }
+                current = SaveFile.TableSection(table: table, chains: [], rules: [])
+            } else if line == "COMMIT" {
+                guard let section = current else { throw fail("COMMIT outside a table") }
+                tables.append(section)
+                current = nil
+            } else if line.hasPrefix(":") {
+                guard current != nil else { throw fail("chain outside a table") }
+                let parts = line.dropFirst().split(separator: " ")
+                guard parts.count >= 2 else { throw fail("expected :CHAIN POLICY") }
+                let name = String(parts[0])
+                let policy = String(parts[1])
+                let builtin = current!.table.builtinChains.contains(name)
+                if builtin {
+                    guard ["ACCEPT", "DROP"].contains(policy) else { throw fail("policy must be ACCEPT or DROP") }
+                } else {
+                    guard policy == "-" else { throw fail("a user chain has no policy") }
+                    guard ChainNames.isValidUserChain(name) else { throw fail("chain name \(name) is invalid or too long") }
+                }
+                current!.chains.append(.init(name: name, policy: builtin ? policy : nil))
+            } else if line.hasPrefix("-A ") {
+                guard current != nil else { throw fail("rule outside a table") }
+                let rest = line.dropFirst(3)
+                guard let space = rest.firstIndex(of: " ") else { throw fail("rule without options") }
+                let chain = String(rest[..<space])
+                guard current!.chains.contains(where: { $0.name == chain }) else { throw fail("chain \(chain) was not declared") }
+                let rules: [Rule]
+                do { rules = try parser.parse(String(rest[rest.index(after: space)...])) } catch {
+                    throw fail(error.description)
+                }
+                for rule in rules { current!.rules.append((chain, rule)) }
+            } else {
+                throw fail("unexpected line (only *table, :chain, -A and COMMIT are understood)")
+            }
+        }
+        if current != nil { throw SaveFileError(line: 0, text: "", reason: "the last table has no COMMIT") }
+        return SaveFile(tables: tables)
+    }
+}
+
+extension StringProtocol {
+    func trimmingCharacters(in set: String) -> String {
+        let characters = Set(set)
+        return String(String(drop { characters.contains($0) }.reversed()).drop { characters.contains($0) }.reversed())
+    }
+}
