@@ -40,7 +40,7 @@ let package = Package(
         .target(name: "RuleState", dependencies: ["Rules", "IPTables", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
-        .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "CDockNFVShim"]),
+        .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "CDockNFVShim"]),
 
         // Thin executables.
         .executableTarget(name: "docknfv-init", dependencies: [

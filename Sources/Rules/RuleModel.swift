@@ -37,6 +37,7 @@ public struct PortRange: Hashable, Sendable {
 public struct TCPFlags: Hashable, Sendable {
     public var mask: UInt8
     public var compare: UInt8
+    public init(mask: UInt8, compare: UInt8) { self.mask = mask; self.compare = compare }
 }
 
 public struct TCPMatch: Hashable, Sendable {
@@ -77,6 +78,9 @@ public struct MultiportMatch: Hashable, Sendable {
     public var direction: Direction
     public var ports: [PortRange]
     public var inverted: Bool
+    public init(direction: Direction, ports: [PortRange], inverted: Bool = false) {
+        self.direction = direction; self.ports = ports; self.inverted = inverted
+    }
 }
 
 public enum ConntrackState: String, CaseIterable, Hashable, Sendable {
@@ -101,12 +105,14 @@ public enum ConntrackState: String, CaseIterable, Hashable, Sendable {
 public struct ConntrackMatch: Hashable, Sendable {
     public var states: Set<ConntrackState>
     public var inverted: Bool
+    public init(states: Set<ConntrackState>, inverted: Bool = false) { self.states = states; self.inverted = inverted }
 }
 
 public struct MarkMatch: Hashable, Sendable {
     public var value: UInt32
     public var mask: UInt32
     public var inverted: Bool
+    public init(value: UInt32, mask: UInt32 = 0xffff_ffff, inverted: Bool = false) { self.value = value; self.mask = mask; self.inverted = inverted }
 }
 
 public struct SetMatch: Hashable, Sendable {
@@ -114,22 +120,26 @@ public struct SetMatch: Hashable, Sendable {
     public var name: String
     public var directions: [Direction]
     public var inverted: Bool
+    public init(name: String, directions: [Direction], inverted: Bool = false) { self.name = name; self.directions = directions; self.inverted = inverted }
 }
 
 public struct LimitMatch: Hashable, Sendable {
     /// iptables' `avg`: XT_LIMIT_SCALE (10000) × seconds between packets.
     public var average: UInt32
     public var burst: UInt32
+    public init(average: UInt32, burst: UInt32 = 5) { self.average = average; self.burst = burst }
 }
 
 public struct AddressRange: Hashable, Sendable {
     public var first: IPAddress
     public var last: IPAddress
+    public init(first: IPAddress, last: IPAddress) { self.first = first; self.last = last }
 }
 
 public struct IPRangeMatch: Hashable, Sendable {
     public var source: Negatable<AddressRange>?
     public var destination: Negatable<AddressRange>?
+    public init(source: Negatable<AddressRange>? = nil, destination: Negatable<AddressRange>? = nil) { self.source = source; self.destination = destination }
 }
 
 /// Extension matches (`-m NAME …`), in the order they appear in a rule.
@@ -183,6 +193,7 @@ public struct RejectType: Hashable, Sendable {
 public struct NATRange: Hashable, Sendable {
     public var addresses: AddressRange?
     public var ports: PortRange?
+    public init(addresses: AddressRange? = nil, ports: PortRange? = nil) { self.addresses = addresses; self.ports = ports }
 }
 
 public enum Target: Hashable, Sendable {

@@ -185,7 +185,7 @@ private struct RuleParse {
             try option(token)
         }
         if pendingNegation { throw fail("\"!\" at the end of the rule", at: tokens.count) }
-        guard let target else { throw fail("no target: every rule needs -j TARGET (or -g CHAIN)") }
+        guard let target else { throw fail("no target: every rule needs -j TARGET (or -g CHAIN)", at: 0) }
         return try expandRules(target: target)
     }
 
@@ -543,7 +543,8 @@ private struct RuleParse {
                 throw fail("\(name) needs \(option) ADDRESS[:PORT]", at: index)
             }
             index += 1
-            let range = try natRange(try next("address"))
+            let value = try next("address")
+            let range = try natRange(value)
             target = name == "DNAT" ? .dnat(range) : .snat(range)
         case "MASQUERADE", "REDIRECT":
             var ports: PortRange?
@@ -618,17 +619,17 @@ private struct RuleParse {
     func expandRules(target: Target) throws(RuleParseError) -> [Rule] {
         let family = self.family ?? .v4
         if case .reject(let type) = target, RejectType.named(type.name, family: family) == nil {
-            throw fail("reject type \(type.name) does not fit an \(family) rule")
+            throw fail("reject type \(type.name) does not fit an \(family) rule", at: 0)
         }
         if case .tcpmss = target {
             let hasSYN = matches.contains { if case .tcp(let t) = $0, let f = t.flags, !f.inverted, f.value.compare & 0x02 != 0 { return true }; return false }
-            guard hasSYN else { throw fail("TCPMSS needs -p tcp --tcp-flags SYN,RST SYN (or --syn)") }
+            guard hasSYN else { throw fail("TCPMSS needs -p tcp --tcp-flags SYN,RST SYN (or --syn)", at: 0) }
         }
         for match in matches {
-            if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst") }
-            if case .comment(let text) = match, text.isEmpty { throw fail("-m comment needs --comment TEXT") }
-            if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate") }
-            if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports") }
+            if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst", at: 0) }
+            if case .comment(let text) = match, text.isEmpty { throw fail("-m comment needs --comment TEXT", at: 0) }
+            if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate", at: 0) }
+            if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports", at: 0) }
         }
         let sourceList: [Negatable<IPPrefix>?] = sources.isEmpty ? [nil] : sources
         let destinationList: [Negatable<IPPrefix>?] = destinations.isEmpty ? [nil] : destinations

@@ -56,12 +56,16 @@ struct DockNFVInit: ParsableCommand {
                 log("routing is in place")
                 return
             }
-            try InitRunner(config: loaded, log: log).setUp(backend: backend, pause: Supervisor.waitForSignal)
+            try InitRunner(config: loaded, hooks: [PersistedRulesHook()], log: log)
+                .setUp(backend: backend, pause: Supervisor.waitForSignal)
         } catch let error as ExitCode {
             throw error
         } catch let WaitError.interrupted(signal) {
             log("interrupted by signal \(signal) before start-up finished")
             throw ExitCode(128 + signal)
+        } catch let error as InitError {
+            log("error: \(error)")
+            throw ExitCode(1)
         } catch let error as DualHomeError {
             if case .invalidField = error {
                 log("error: \(InitConfigError(error))")

@@ -6,7 +6,8 @@ import TestSupport
 /// host on no subnet the VNF is attached to.
 struct VNFLab {
     let left: TestNamespace, vnf: TestNamespace, right: TestNamespace
-    static let env = ["DOCKNFV_LEFT_GW=10.1.0.1,fd01::1", "DOCKNFV_RIGHT_GW=10.2.0.1,fd02::1", "DOCKNFV_WAIT_TIMEOUT=5"]
+    static let env = ["DOCKNFV_LEFT_GW=10.1.0.1,fd01::1", "DOCKNFV_RIGHT_GW=10.2.0.1,fd02::1", "DOCKNFV_WAIT_TIMEOUT=5",
+                      "DOCKNFV_STATE_DIR=/nonexistent/dnfvt-no-state"]
 
     static func with(leftInterface: Bool = true, _ body: (VNFLab) throws -> Void) throws {
         try withNamespaces(["left", "vnf", "right"]) { ns in
