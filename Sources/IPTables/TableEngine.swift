@@ -211,9 +211,20 @@ public struct TableEngine {
     func jumpPositions(_ family: IPFamily, _ handle: UnsafeMutableRawPointer, table: NetfilterTable) -> [(String, [Int])] {
         table.builtinChains.compactMap { chain in
             guard dnfv_tc_is_chain(family.addressFamily, chain, handle) != 0 else { return nil }
-            let positions = rules(family, chain, handle).enumerated().filter { ChainNames.isOwned($0.element.target) }.map { $0.offset }
+            let positions = rules(family, chain, handle).enumerated()
+                .filter { isOurJump($0.element, from: chain, family: family) }.map { $0.offset }
             return positions.isEmpty ? nil : (chain, positions)
         }
+    }
+
+    /// docknfv's jump: into DNFV-<that built-in chain>, carrying docknfv's comment. A foreign rule
+    /// that happens to jump into a docknfv chain is not ours and is never deleted.
+    func isOurJump(_ rule: (entry: UnsafeRawPointer, target: String), from chain: String, family: IPFamily) -> Bool {
+        guard rule.target == ChainNames.owned(chain) else { return false }
+        var size = 0
+        guard let comment = dnfv_entry_find_match(family.addressFamily, rule.entry, "comment", &size) else { return false }
+        let text = comment.withMemoryRebound(to: CChar.self, capacity: size) { String(cString: $0) }
+        return text == TableRules.jumpComment
     }
 
     func drift(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer) throws -> TableDrift {
