@@ -70,5 +70,6 @@ let package = Package(
                     exclude: ["dhcp-openvpn.sh"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "NetNS", "TestSupport"]),
+        .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
     ]
 )

@@ -64,6 +64,12 @@ public struct RuleManager {
         for stale in old.tableRules() where !newKeys.contains(TableKey(stale.family, stale.table)) {
             tables.append(TableRules(family: stale.family, table: stale.table))
         }
+        // Policies docknfv set before and no longer wants go back to the kernel default, ACCEPT.
+        for (ref, _) in old.policies where new.policies[ref] == nil {
+            if let index = tables.firstIndex(where: { $0.family == ref.key.family && $0.table == ref.key.table }) {
+                tables[index].policies[ref.chain] = "ACCEPT"
+            }
+        }
         for table in tables { _ = try engine.validate(table) }
         var report = ApplyReport()
         if dryRun { return report }
