@@ -146,9 +146,9 @@ start_client client1
 got=$(pushed_routes client1)
 want=$(printf 'route 10.20.0.0 255.255.0.0\nroute 192.168.50.0 255.255.255.0\n')
 [ "$got" = "$want" ] || fail "client1 received [$got], want [$want]"
-client_routes=$(ip -n "$CLI" route show)
-echo "$client_routes" | grep -q '192.168.50.0/24 via 10.8.0.1 dev tun0' || fail "client1 did not install 192.168.50.0/24: $client_routes"
-echo "$client_routes" | grep -q '10.20.0.0/16 via 10.8.0.1 dev tun0' || fail "client1 did not install 10.20.0.0/16: $client_routes"
+client_has() { ip -n "$CLI" route show | grep -q "$1 via 10.8.0.1 dev tun0"; }
+wait_for 5 "client1 to install 192.168.50.0/24" client_has 192.168.50.0/24
+wait_for 5 "client1 to install 10.20.0.0/16" client_has 10.20.0.0/16
 pass "the VPN client received and installed exactly the DHCP routes"
 kill "$(cat client1.pid)"; wait_for 5 "client1 to stop" bash -c "! kill -0 $(cat client1.pid) 2>/dev/null"
 
@@ -168,7 +168,7 @@ start_client client2
 got=$(pushed_routes client2)
 want=$(printf 'route 10.20.0.0 255.255.0.0\nroute 172.16.5.0 255.255.255.0\nroute 192.168.60.0 255.255.255.0\n')
 [ "$got" = "$want" ] || fail "client2 received [$got], want [$want]"
-ip -n "$CLI" route show | grep -q '172.16.5.0/24 via 10.8.0.1 dev tun0' || fail "client2 did not install 172.16.5.0/24"
+wait_for 5 "client2 to install 172.16.5.0/24" client_has 172.16.5.0/24
 pass "the next client received exactly the new set"
 
 # --- releasing the lease withdraws everything
