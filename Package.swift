@@ -55,7 +55,7 @@ let package = Package(
             "RuleState", "IPTables", "Rules", "NetNS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS"]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "Rules"]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),

@@ -27,6 +27,13 @@ public enum IPTablesError: Error, Equatable, CustomStringConvertible {
     }
 }
 
+/// The rule's text, rendered only if an error message needs it.
+struct LazyText: CustomStringConvertible {
+    let rule: Rule
+    init(_ rule: Rule) { self.rule = rule }
+    var description: String { RuleRenderer.render(rule) }
+}
+
 /// Builds the kernel's binary entry for a rule (through the C builder, which owns the layout).
 struct EntryBuilder {
     /// Looks up a set's kernel index for `-m set`.
@@ -40,9 +47,9 @@ struct EntryBuilder {
 
     /// The entry bytes and the name of its target as libiptc reports it (for comparison).
     func build(_ rule: Rule, chainName: (String) -> String) throws -> (bytes: [UInt8], target: String) {
-        let text = RuleRenderer.render(rule)
+        let text = LazyText(rule)
         let family = rule.family.addressFamily
-        guard let entry = dnfv_entry_new(family) else { throw IPTablesError.build(rule: text, reason: "out of memory") }
+        guard let entry = dnfv_entry_new(family) else { throw IPTablesError.build(rule: text.description, reason: "out of memory") }
         defer { dnfv_entry_free(entry) }
 
         func address(_ which: Int32, _ prefix: Negatable<IPPrefix>) {
@@ -57,7 +64,7 @@ struct EntryBuilder {
         for (which, iface) in [(Int32(0), rule.inInterface), (1, rule.outInterface)] {
             guard let iface else { continue }
             guard dnfv_entry_set_iface(entry, which, iface.value, iface.inverted ? 1 : 0) == 0 else {
-                throw IPTablesError.build(rule: text, reason: "interface name \(iface.value) is too long")
+                throw IPTablesError.build(rule: text.description, reason: "interface name \(iface.value) is too long")
             }
         }
         if let p = rule.proto { dnfv_entry_set_proto(entry, UInt16(p.value), p.inverted ? 1 : 0) }
@@ -66,17 +73,17 @@ struct EntryBuilder {
         let targetName = try setTarget(rule.target, on: entry, rule: rule, text: text, chainName: chainName)
 
         var size = 0
-        guard let raw = dnfv_entry_bytes(entry, &size) else { throw IPTablesError.build(rule: text, reason: "out of memory") }
+        guard let raw = dnfv_entry_bytes(entry, &size) else { throw IPTablesError.build(rule: text.description, reason: "out of memory") }
         return (Array(UnsafeRawBufferPointer(start: raw, count: size)), targetName)
     }
 
-    private func add<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: String) throws {
+    private func add<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: LazyText) throws {
         var value = payload
         let rc = withUnsafeBytes(of: &value) { dnfv_entry_add_match(entry, name, revision, $0.baseAddress, $0.count) }
-        guard rc == 0 else { throw IPTablesError.build(rule: text, reason: "cannot add match \(name)") }
+        guard rc == 0 else { throw IPTablesError.build(rule: text.description, reason: "cannot add match \(name)") }
     }
 
-    private func add(_ match: Match, to entry: OpaquePointer, rule: Rule, text: String) throws {
+    private func add(_ match: Match, to entry: OpaquePointer, rule: Rule, text: LazyText) throws {
         switch match {
         case .tcp(let tcp):
             var info = xt_tcp()
@@ -130,7 +137,7 @@ struct EntryBuilder {
         case .set(let set):
             var info = xt_set_info_match_v1()
             do { info.match_set.index = try setIndex(set.name) } catch let IPTablesError.build(_, reason) {
-                throw IPTablesError.build(rule: text, reason: reason)
+                throw IPTablesError.build(rule: text.description, reason: reason)
             }
             info.match_set.dim = UInt8(set.directions.count)
             for (i, direction) in set.directions.enumerated() where direction == .src {
@@ -163,15 +170,15 @@ struct EntryBuilder {
         }
     }
 
-    private func setTarget<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: String) throws {
+    private func setTarget<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: LazyText) throws {
         var value = payload
         let rc = withUnsafeBytes(of: &value) { dnfv_entry_set_target(entry, name, revision, $0.baseAddress, $0.count) }
-        guard rc == 0 else { throw IPTablesError.build(rule: text, reason: "cannot set target \(name)") }
+        guard rc == 0 else { throw IPTablesError.build(rule: text.description, reason: "cannot set target \(name)") }
     }
 
-    private func setTarget(_ target: Target, on entry: OpaquePointer, rule: Rule, text: String, chainName: (String) -> String) throws -> String {
+    private func setTarget(_ target: Target, on entry: OpaquePointer, rule: Rule, text: LazyText, chainName: (String) -> String) throws -> String {
         func standard(_ name: String) throws -> String {
-            guard dnfv_entry_set_target(entry, name, 0, nil, 0) == 0 else { throw IPTablesError.build(rule: text, reason: "bad target \(name)") }
+            guard dnfv_entry_set_target(entry, name, 0, nil, 0) == 0 else { throw IPTablesError.build(rule: text.description, reason: "bad target \(name)") }
             return name
         }
         switch target {

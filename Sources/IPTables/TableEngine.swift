@@ -91,7 +91,7 @@ public struct TableEngine {
     public func apply(_ desired: TableRules) throws -> Bool {
         let built = try buildAll(desired) // bad rules fail here, before anything is locked or touched
         return try withTable(desired.family, desired.table) { handle in
-            if try drift(desired, built: built, handle: handle).isEmpty { return false }
+            if try drift(desired, built: built, handle: handle, firstOnly: true).isEmpty { return false }
             try rewrite(desired, built: built, handle: handle)
             return true
         }
@@ -126,26 +126,28 @@ public struct TableEngine {
 
     // MARK: - Internals
 
-    typealias Built = [String: [(bytes: [UInt8], target: String, text: String)]]
+    /// Built entries per chain; the rule is kept for messages (rendered only when one is needed).
+    typealias Built = [String: [(bytes: [UInt8], target: String, rule: Rule?)]]
 
     func buildAll(_ desired: TableRules) throws -> Built {
         let known = Set(desired.chains.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
         var out: Built = [:]
         for (chain, rules) in desired.chains {
             out[chain] = try rules.map { rule in
-                let text = RuleRenderer.render(rule)
-                if let jump = rule.target.chain, !known.contains(jump) { throw IPTablesError.unknownChain(chain: jump, rule: text) }
+                if let jump = rule.target.chain, !known.contains(jump) {
+                    throw IPTablesError.unknownChain(chain: jump, rule: RuleRenderer.render(rule))
+                }
                 if let allowed = rule.target.allowedTables, !allowed.contains(desired.table) {
                     throw IPTablesError.targetNotAllowed(target: RuleRenderer.targetName(rule.target),
-                                                         table: desired.table.rawValue, rule: text)
+                                                         table: desired.table.rawValue, rule: RuleRenderer.render(rule))
                 }
                 let entry = try builder.build(rule, chainName: ChainNames.owned)
-                return (entry.bytes, entry.target, text)
+                return (entry.bytes, entry.target, rule)
             }
         }
         for builtin in desired.table.builtinChains where !(desired.chains[builtin] ?? []).isEmpty {
             let entry = try builder.build(desired.jumpRule(to: builtin), chainName: { $0 })
-            out["jump:" + builtin] = [(entry.bytes, entry.target, "jump")]
+            out["jump:" + builtin] = [(entry.bytes, entry.target, nil)]
         }
         return out
     }
@@ -175,10 +177,10 @@ public struct TableEngine {
         }
     }
 
-    func call(_ name: String, _ object: String, _ family: IPFamily, _ body: () -> Int32) throws {
+    func call(_ name: String, _ object: @autoclosure () -> String, _ family: IPFamily, _ body: () -> Int32) throws {
         if body() == 0 {
             let e = errno
-            throw IPTablesError.libiptc(call: name, object: object, message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+            throw IPTablesError.libiptc(call: name, object: object(), message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
         }
     }
 
@@ -227,7 +229,8 @@ public struct TableEngine {
         return text == TableRules.jumpComment
     }
 
-    func drift(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer) throws -> TableDrift {
+    /// `firstOnly`: stop at the first difference (apply only needs to know whether to commit).
+    func drift(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer, firstOnly: Bool = false) throws -> TableDrift {
         let family = desired.family
         var drift = TableDrift()
         let owned = Set(kernelChains(handle, family: family).filter(ChainNames.isOwned))
@@ -238,7 +241,8 @@ public struct TableEngine {
             let want = built[chain] ?? []
             guard owned.contains(kernelChain) else {
                 drift.missing.append("chain \(kernelChain)")
-                drift.missing += want.map { "-A \(chain) \($0.text)" }
+                if firstOnly { return drift }
+                drift.missing += want.map { "-A \(chain) \($0.rule.map(RuleRenderer.render) ?? "")" }
                 continue
             }
             let have = rules(family, kernelChain, handle)
@@ -246,7 +250,10 @@ public struct TableEngine {
                 let same = index < have.count && rule.bytes.withUnsafeBytes { raw in
                     dnfv_entry_equal(family.addressFamily, raw.baseAddress, rule.target, have[index].entry, have[index].target) == 1
                 }
-                if !same { drift.missing.append("-A \(chain) \(rule.text) (position \(index + 1))") }
+                if !same {
+                    drift.missing.append("-A \(chain) \(rule.rule.map(RuleRenderer.render) ?? "") (position \(index + 1))")
+                    if firstOnly { return drift }
+                }
             }
             if have.count > want.count { drift.unexpected.append("\(have.count - want.count) extra rule(s) in \(kernelChain)") }
         }
@@ -293,7 +300,7 @@ public struct TableEngine {
             let chain = ChainNames.userChain(ofOwned: kernelChain)!
             for rule in built[chain] ?? [] {
                 try rule.bytes.withUnsafeBytes { raw in
-                    try call("iptc_append_entry", "\(kernelChain): \(rule.text)", family) {
+                    try call("iptc_append_entry", "\(kernelChain): \(rule.rule.map(RuleRenderer.render) ?? "")", family) {
                         dnfv_tc_append(family.addressFamily, kernelChain, raw.baseAddress, handle)
                     }
                 }

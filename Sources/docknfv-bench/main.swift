@@ -1,11 +1,15 @@
 // docknfv-bench: micro-benchmarks driven by scripts/bench-*. Not installed on VNFs.
 //
 //   docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS
-//
-// Inside the namespace, ITERATIONS times: open a libnl socket, observe the interfaces, plan and
-// apply the whole dual-home plan (timed), then remove it again (timed separately).
+//     ITERATIONS times inside the namespace: open a libnl socket, observe the interfaces, plan and
+//     apply the whole dual-home plan (timed), then remove it again (timed separately).
+//   docknfv-bench rules NETNS_PATH COUNT ITERATIONS
+//     ITERATIONS times: apply COUNT filter rules in docknfv's FORWARD chain as one operation
+//     (entries built, one libiptc commit; timed), then remove them (timed separately).
 // Prints one line per measure: `name median_us p90_us`.
 import DualHome
+import IPTables
+import Rules
 import Foundation
 import NetNS
 import Routing
@@ -37,8 +41,12 @@ func gateways(_ text: String) -> [IPAddress] {
 }
 
 let args = CommandLine.arguments
+if args.count == 5, args[1] == "rules", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
+    benchRules(netns: args[2], count: count, iterations: iterations)
+    exit(0)
+}
 guard args.count == 6, args[1] == "dualhome", let iterations = Int(args[3]), iterations > 0 else {
-    fail("usage: docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS")
+    fail("usage: docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS | rules NETNS_PATH COUNT ITERATIONS")
 }
 var config = DualHomeConfig()
 config.left.gateways = gateways(args[4])
@@ -70,4 +78,34 @@ do {
     report("remove", removed)
 } catch {
     fail("\(error)")
+}
+
+func benchRules(netns: String, count: Int, iterations: Int) -> Never {
+    let clock = ContinuousClock()
+    let parseStart = clock.now
+    let rules = (0..<count).map { i in
+        "-s 10.\(i / 65536 % 256).\(i / 256 % 256).\(i % 256)/32 -p tcp --dport \(1000 + i % 60000) -j ACCEPT"
+    }.flatMap { try! RuleParser(family: .v4).parse($0) }
+    let parseTime = microseconds(clock.now - parseStart)
+    let desired = TableRules(family: .v4, table: .filter, chains: ["FORWARD": rules])
+    do {
+        let (applied, removed) = try NetworkNamespace.run(path: netns) { () throws -> ([Double], [Double]) in
+            var applyTimes: [Double] = [], removeTimes: [Double] = []
+            for _ in 0..<iterations {
+                let start = clock.now
+                guard try TableEngine().apply(desired) else { fail("nothing was committed") }
+                applyTimes.append(microseconds(clock.now - start))
+                let removeStart = clock.now
+                try TableEngine().remove(family: .v4, table: .filter)
+                removeTimes.append(microseconds(clock.now - removeStart))
+            }
+            return (applyTimes, removeTimes)
+        }
+        print("parse \(String(format: "%.1f", parseTime)) \(String(format: "%.1f", parseTime))")
+        report("apply", applied)
+        report("remove", removed)
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
 }
