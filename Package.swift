@@ -28,6 +28,7 @@ let package = Package(
         .systemLibrary(name: "CLibMNL", pkgConfig: "libmnl", providers: [.apt(["libmnl-dev"])]),
         .target(name: "CDockNFVShim"),
         .target(name: "CNetfilterShim", dependencies: ["CLibIP4TC", "CLibIP6TC", "CLibMNL"]),
+        .target(name: "CIPSetShim", dependencies: ["CLibMNL"]),
 
         // Library modules, one job each.
         .target(name: "NetTypes"),
@@ -37,7 +38,8 @@ let package = Package(
         .target(name: "StateFiles"),
         .target(name: "Rules", dependencies: ["NetTypes"]),
         .target(name: "IPTables", dependencies: ["Rules", "CNetfilterShim"]),
-        .target(name: "RuleState", dependencies: ["Rules", "IPTables", "StateFiles"]),
+        .target(name: "IPSet", dependencies: ["NetTypes", "CIPSetShim"]),
+        .target(name: "RuleState", dependencies: ["Rules", "IPTables", "IPSet", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "CDockNFVShim"]),
@@ -69,7 +71,7 @@ let package = Package(
         .testTarget(name: "DHCPHookEndToEndTests", dependencies: ["TestSupport", "docknfv-dhcp-hook", "docknfv-init"],
                     exclude: ["dhcp-openvpn.sh"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules"]),
-        .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "NetNS", "TestSupport"]),
+        .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
     ]
 )

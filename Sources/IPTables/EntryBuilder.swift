@@ -135,7 +135,9 @@ struct EntryBuilder {
             let info = xt_mark_mtinfo1(mark: mark.value, mask: mark.mask, invert: mark.inverted ? 1 : 0)
             try add(entry, "mark", 1, info, text: text)
         case .set(let set):
-            var info = xt_set_info_match_v1()
+            // Revision 4, as iptables 1.8 writes it (its tools print no older revision); the
+            // packet/byte counter conditions stay "none".
+            var info = xt_set_info_match_v4()
             do { info.match_set.index = try setIndex(set.name) } catch let IPTablesError.build(_, reason) {
                 throw IPTablesError.build(rule: text.description, reason: reason)
             }
@@ -144,7 +146,7 @@ struct EntryBuilder {
                 info.match_set.flags |= UInt8(1 << (i + 1))
             }
             if set.inverted { info.match_set.flags |= 1 }
-            try add(entry, "set", 1, info, text: text)
+            try add(entry, "set", 4, info, text: text)
         case .comment(let comment):
             var info = xt_comment_info()
             withUnsafeMutableBytes(of: &info.comment) { raw in

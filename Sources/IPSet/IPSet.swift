@@ -1,0 +1,193 @@
+import CIPSetShim
+import NetTypes
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The set types docknfv manages, with the revision it creates them at: one every kernel since 4.x
+/// and the ipset 7 tools understand (newer revisions may be unknown to the tools, so `ipset list`
+/// could not show them).
+public enum SetType: String, Sendable, CaseIterable, Codable {
+    case hashNet = "hash:net"
+    case hashIP = "hash:ip"
+    case hashIPPort = "hash:ip,port"
+
+    var revision: UInt8 {
+        switch self {
+        case .hashNet: return 6
+        case .hashIP: return 4
+        case .hashIPPort: return 5
+        }
+    }
+}
+
+/// One element: `10.0.0.0/8` (hash:net), `10.0.0.1` (hash:ip), `10.0.0.1,tcp:80` (hash:ip,port).
+public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
+    public var address: IPAddress
+    public var prefixLength: Int?
+    public var proto: UInt8?
+    public var port: UInt16?
+
+    public init(address: IPAddress, prefixLength: Int? = nil, proto: UInt8? = nil, port: UInt16? = nil) {
+        self.address = address
+        self.prefixLength = prefixLength
+        self.proto = proto
+        self.port = port
+    }
+
+    /// Parses an element for a set of `type`; nil when it does not fit.
+    public init?(_ text: String, type: SetType) {
+        switch type {
+        case .hashNet:
+            guard let prefix = IPPrefix(text), prefix.length > 0 else { return nil }
+            self.init(address: prefix.network.address, prefixLength: prefix.isHost ? nil : prefix.length)
+        case .hashIP:
+            guard let address = IPAddress(text) else { return nil }
+            self.init(address: address)
+        case .hashIPPort:
+            let parts = text.split(separator: ",", maxSplits: 1).map(String.init)
+            guard parts.count == 2, let address = IPAddress(parts[0]) else { return nil }
+            let portParts = parts[1].split(separator: ":", maxSplits: 1).map(String.init)
+            let protoName = portParts.count == 2 ? portParts[0].lowercased() : "tcp"
+            let protos: [String: UInt8] = ["tcp": 6, "udp": 17, "sctp": 132, "udplite": 136]
+            guard let proto = protos[protoName], let port = UInt16(portParts.last!) else { return nil }
+            self.init(address: address, proto: proto, port: port)
+        }
+    }
+
+    public var family: IPFamily { address.family }
+
+    public var description: String {
+        var text = address.description
+        if let prefixLength, prefixLength != address.family.bitCount { text += "/\(prefixLength)" }
+        if let proto, let port {
+            let names: [UInt8: String] = [6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"]
+            text += ",\(names[proto] ?? String(proto)):\(port)"
+        }
+        return text
+    }
+
+    var raw: dnfv_ipset_elem {
+        var elem = dnfv_ipset_elem()
+        withUnsafeMutableBytes(of: &elem.addr) { buffer in for (i, b) in address.bytes.enumerated() { buffer[i] = b } }
+        elem.cidr = UInt8(prefixLength ?? 0)
+        elem.proto = proto ?? 0
+        elem.port = port ?? 0
+        return elem
+    }
+}
+
+public struct IPSetError: Error, Equatable, CustomStringConvertible {
+    public var operation: String
+    public var set: String
+    public var code: Int32
+    public var description: String {
+        "ipset \(operation) \(set): \(String(cString: dnfv_ipset_strerror(code))) (\(code < 4096 ? "errno" : "ipset error") \(code))"
+    }
+    /// The kernel said the element or set already exists (or is absent, on delete).
+    public var isExist: Bool { code == 4103 || code == EEXIST }
+    public var isMissingSet: Bool { code == ENOENT }
+}
+
+/// ipset operations in the current thread's network namespace, over nfnetlink (libmnl).
+public enum IPSet {
+    static func check(_ rc: Int32, _ operation: String, _ set: String) throws {
+        if rc != 0 { throw IPSetError(operation: operation, set: set, code: errno) }
+    }
+
+    public static func create(_ name: String, type: SetType, family: IPFamily, maxElements: UInt32 = 0) throws {
+        try validate(name)
+        var min: UInt8 = 0, max: UInt8 = 0
+        try check(dnfv_ipset_type_revisions(type.rawValue, UInt8(family.addressFamily), &min, &max), "type", type.rawValue)
+        let revision = Swift.max(min, Swift.min(type.revision, max))
+        try check(dnfv_ipset_create(name, type.rawValue, revision, UInt8(family.addressFamily), maxElements), "create", name)
+    }
+
+    public static func destroy(_ name: String) throws { try check(dnfv_ipset_simple(3, name, nil), "destroy", name) }
+    public static func flush(_ name: String) throws { try check(dnfv_ipset_simple(4, name, nil), "flush", name) }
+    public static func rename(_ name: String, to newName: String) throws { try check(dnfv_ipset_simple(5, name, newName), "rename", name) }
+    public static func swap(_ name: String, _ other: String) throws { try check(dnfv_ipset_simple(6, name, other), "swap", name) }
+
+    public static func add(_ name: String, family: IPFamily, _ entries: [SetEntry], existOK: Bool = true) throws {
+        try adt(9, "add", name, family, entries, existOK)
+    }
+
+    public static func delete(_ name: String, family: IPFamily, _ entries: [SetEntry], absentOK: Bool = true) throws {
+        try adt(10, "del", name, family, entries, absentOK)
+    }
+
+    static func adt(_ cmd: Int32, _ operation: String, _ name: String, _ family: IPFamily, _ entries: [SetEntry], _ tolerant: Bool) throws {
+        guard !entries.isEmpty else { return }
+        if let wrong = entries.first(where: { $0.family != family }) {
+            throw IPSetError(operation: "\(operation) \(wrong)", set: name, code: 4106)
+        }
+        let raw = entries.map(\.raw)
+        try check(raw.withUnsafeBufferPointer { dnfv_ipset_adt(cmd, name, UInt8(family.addressFamily), $0.baseAddress, $0.count, tolerant ? 1 : 0) }, operation, name)
+    }
+
+    public struct Listing: Sendable, Equatable {
+        public var type: String
+        public var family: IPFamily
+        public var entries: [SetEntry]
+    }
+
+    public static func list(_ name: String) throws -> Listing {
+        var type = [CChar](repeating: 0, count: 64)
+        var family: UInt8 = 0
+        var capacity = 1024
+        while true {
+            var elems = [dnfv_ipset_elem](repeating: dnfv_ipset_elem(), count: capacity)
+            let count = dnfv_ipset_list(name, &type, type.count, &family, &elems, capacity)
+            if count < 0 { throw IPSetError(operation: "list", set: name, code: errno) }
+            if count > capacity { capacity = count; continue }
+            let fam: IPFamily = Int32(family) == AF_INET6 ? .v6 : .v4
+            let typeName = String(decoding: type.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let entries = elems.prefix(count).map { elem -> SetEntry in
+                var e = elem
+                let bytes = withUnsafeBytes(of: &e.addr) { Array($0.prefix(fam.byteCount)) }
+                let address = IPAddress(family: fam, bytes: bytes)!
+                return SetEntry(address: address, prefixLength: e.cidr == 0 || Int(e.cidr) == fam.bitCount ? nil : Int(e.cidr),
+                                proto: e.proto == 0 ? nil : e.proto, port: e.proto == 0 ? nil : e.port)
+            }
+            return Listing(type: typeName, family: fam, entries: entries)
+        }
+    }
+
+    public static func names() throws -> [String] {
+        var buffer = [CChar](repeating: 0, count: 65536)
+        let count = dnfv_ipset_names(&buffer, buffer.count)
+        if count < 0 { throw IPSetError(operation: "list", set: "*", code: errno) }
+        return buffer.split(separator: 0).prefix(count).map { String(decoding: $0.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+    }
+
+    public static func exists(_ name: String) -> Bool { (try? list(name)) != nil }
+
+    /// Makes `name` hold exactly `entries`, atomically for packet matching: the new content is built
+    /// in a temporary set and swapped in, so rules never see a half-filled set.
+    public static func replace(_ name: String, type: SetType, family: IPFamily, entries: [SetEntry]) throws {
+        try validate(name)
+        let temporary = String(name.prefix(IPSet.maxNameLength - 4)) + "-tmp"
+        if exists(temporary) { try destroy(temporary) }
+        try create(temporary, type: type, family: family, maxElements: UInt32(Swift.max(65536, entries.count)))
+        do {
+            try add(temporary, family: family, entries)
+            if exists(name) {
+                try swap(name, temporary)
+                try destroy(temporary)
+            } else {
+                try rename(temporary, to: name)
+            }
+        } catch {
+            try? destroy(temporary)
+            throw error
+        }
+    }
+
+    public static let maxNameLength = 31
+
+    static func validate(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= maxNameLength, !name.contains(" ") else {
+            throw IPSetError(operation: "name", set: name, code: EINVAL)
+        }
+    }
+}
