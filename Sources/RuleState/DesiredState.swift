@@ -1,4 +1,5 @@
 import Foundation
+import IPSet
 import IPTables
 import Rules
 import StateFiles
@@ -43,7 +44,20 @@ public struct DesiredState: Sendable, Equatable {
     public var policies: [ChainRef: String] = [:]
     /// Tables docknfv has written to (so it can clean up tables that became empty).
     public var touched: Set<TableKey> = []
+    /// ipsets docknfv owns, by name, with their full content.
+    public var sets: [String: SetSpec] = [:]
     public var nextID = 1
+
+    public struct SetSpec: Sendable, Equatable {
+        public var type: SetType
+        public var family: IPFamily
+        public var entries: [SetEntry]
+        public init(type: SetType, family: IPFamily, entries: [SetEntry] = []) {
+            self.type = type
+            self.family = family
+            self.entries = entries
+        }
+    }
 
     public struct ChainRef: Hashable, Sendable, Comparable {
         public var key: TableKey
@@ -151,8 +165,10 @@ public struct StateStore {
     struct FileFormat: Codable {
         struct RuleEntry: Codable { var id: String; var family: String; var table: String; var chain: String; var rule: String }
         struct ChainEntry: Codable { var family: String; var table: String; var chain: String; var policy: String? }
+        struct SetEntryFile: Codable { var name: String; var type: String; var family: String; var entries: [String] }
         var version: Int
         var nextId: Int
+        var sets: [SetEntryFile]?
         var tables: [String]
         var chains: [ChainEntry]
         var policies: [ChainEntry]
@@ -161,7 +177,12 @@ public struct StateStore {
 
     static func encode(_ state: DesiredState) -> Data {
         let file = FileFormat(
-            version: 1, nextId: state.nextID, tables: state.touched.sorted().map(\.description),
+            version: 1, nextId: state.nextID,
+            sets: state.sets.keys.sorted().map { name in
+                let spec = state.sets[name]!
+                return .init(name: name, type: spec.type.rawValue, family: spec.family.rawValue, entries: spec.entries.map(\.description))
+            },
+            tables: state.touched.sorted().map(\.description),
             chains: state.userChains.sorted().map { .init(family: $0.key.family.rawValue, table: $0.key.table.rawValue, chain: $0.chain) },
             policies: state.policies.keys.sorted().map { .init(family: $0.key.family.rawValue, table: $0.key.table.rawValue, chain: $0.chain, policy: state.policies[$0]) },
             rules: state.rules.map { .init(id: $0.id, family: $0.rule.family.rawValue, table: $0.table.rawValue, chain: $0.chain, rule: $0.text) })
@@ -190,6 +211,19 @@ public struct StateStore {
         for entry in file.policies {
             guard let policy = entry.policy, ["ACCEPT", "DROP"].contains(policy) else { throw StateError.corrupt(path: path, detail: "policy of \(entry.chain)") }
             state.policies[.init(try key(entry.family, entry.table, "policy \(entry.chain)"), entry.chain)] = policy
+        }
+        for set in file.sets ?? [] {
+            guard let type = SetType(rawValue: set.type), let family = IPFamily(rawValue: set.family) else {
+                throw StateError.corrupt(path: path, detail: "set \(set.name): unknown type or family")
+            }
+            var entries: [SetEntry] = []
+            for text in set.entries {
+                guard let entry = SetEntry(text, type: type), entry.family == family else {
+                    throw StateError.corrupt(path: path, detail: "set \(set.name): bad element \(text)")
+                }
+                entries.append(entry)
+            }
+            state.sets[set.name] = DesiredState.SetSpec(type: type, family: family, entries: entries)
         }
         var ids = Set<String>()
         for entry in file.rules {

@@ -1,3 +1,4 @@
+import IPSet
 import IPTables
 import Rules
 
@@ -7,6 +8,8 @@ public struct ApplyReport: Sendable, Equatable {
     public var committed: [TableKey] = []
     /// Tables already as wanted (no commit).
     public var unchanged: [TableKey] = []
+    /// Sets created, refilled or destroyed.
+    public var sets: [String] = []
 }
 
 /// Read–modify–apply–save of docknfv's rules: under the state lock, load the desired state, change
@@ -59,6 +62,12 @@ public struct RuleManager {
 
     func transition(from old: DesiredState, to new: DesiredState) throws -> ApplyReport {
         var tables = new.tableRules()
+        // A rule may only match on a set docknfv manages (or one that exists already).
+        for stored in new.rules {
+            for case .set(let set) in stored.rule.matches where new.sets[set.name] == nil && !IPSet.exists(set.name) {
+                throw IPTablesError.build(rule: stored.text, reason: "ipset \(set.name) does not exist (create it with docknfvctl ipset create)")
+            }
+        }
         // Tables the old state used but the new one does not: apply them empty (cleans them up).
         let newKeys = Set(tables.map { TableKey($0.family, $0.table) })
         for stale in old.tableRules() where !newKeys.contains(TableKey(stale.family, stale.table)) {
@@ -73,6 +82,18 @@ public struct RuleManager {
         for table in tables { _ = try engine.validate(table) }
         var report = ApplyReport()
         if dryRun { return report }
+        // Sets first: rules that match on them need them to exist.
+        var refilled: [String] = []
+        do {
+            for (name, spec) in new.sets.sorted(by: { $0.key < $1.key }) where !Self.kernelHolds(name, spec) {
+                try IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries)
+                refilled.append(name)
+                report.sets.append(name)
+            }
+        } catch {
+            restoreSets(refilled, old: old)
+            throw error
+        }
         let previous = Dictionary(uniqueKeysWithValues: old.tableRules().map { (TableKey($0.family, $0.table), $0) })
         for table in tables {
             let key = TableKey(table.family, table.table)
@@ -82,9 +103,27 @@ public struct RuleManager {
                 for done in report.committed.reversed() {
                     _ = try? engine.apply(previous[done] ?? TableRules(family: done.family, table: done.table))
                 }
+                restoreSets(refilled, old: old)
                 throw error
             }
         }
+        // Sets no longer wanted go last, once no docknfv rule refers to them.
+        for name in old.sets.keys.sorted() where new.sets[name] == nil && IPSet.exists(name) {
+            try IPSet.destroy(name)
+            report.sets.append(name)
+        }
         return report
+    }
+
+    static func kernelHolds(_ name: String, _ spec: DesiredState.SetSpec) -> Bool {
+        guard let listing = try? IPSet.list(name) else { return false }
+        return listing.type == spec.type.rawValue && listing.family == spec.family && Set(listing.entries) == Set(spec.entries)
+    }
+
+    func restoreSets(_ names: [String], old: DesiredState) {
+        for name in names {
+            if let spec = old.sets[name] { try? IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries) }
+            else { try? IPSet.destroy(name) }
+        }
     }
 }

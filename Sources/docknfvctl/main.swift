@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import IPSet
 import IPTables
 import NetNS
 import RuleState
@@ -115,7 +116,7 @@ func emit(_ global: GlobalOptions, text: String, json: [String: Any]) {
 }
 
 func reportJSON(_ report: ApplyReport, dryRun: Bool) -> [String: Any] {
-    ["committed": report.committed.map(\.description), "unchanged": report.unchanged.map(\.description), "dryRun": dryRun]
+    ["committed": report.committed.map(\.description), "unchanged": report.unchanged.map(\.description), "sets": report.sets, "dryRun": dryRun]
 }
 
 func ruleJSON(_ rule: StoredRule) -> [String: Any] {
@@ -141,7 +142,7 @@ struct DockNFVCtl: ParsableCommand {
             rules live in its own chains (DNFV-<chain>), entered by one jump at the top of each built-in chain; \
             every change is one libiptc commit per table and never touches rules docknfv does not own.
             """,
-        subcommands: [RuleCommand.self, PolicyCommand.self, ChainCommand.self, NATCommand.self, ImportCommand.self,
+        subcommands: [RuleCommand.self, PolicyCommand.self, ChainCommand.self, NATCommand.self, IPSetCommand.self, ImportCommand.self,
                       SaveCommand.self, ApplyCommand.self, DiffCommand.self, StatusCommand.self])
 }
 
@@ -386,6 +387,120 @@ struct NATCommand: ParsableCommand {
 
 func addNAT(_ global: GlobalOptions, chain: String, _ words: [String]) throws {
     try addRules(global: global, table: .nat, chain: chain, family: nil, words: words, position: nil)
+}
+
+struct IPSetCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "ipset", abstract: "Manage docknfv's ipsets (hash:net, hash:ip, hash:ip,port).",
+                                                    subcommands: [Create.self, Add.self, Del.self, List.self, Destroy.self])
+
+    static func parseEntries(_ texts: [String], _ spec: DesiredState.SetSpec, set: String) throws -> [SetEntry] {
+        try texts.map { text in
+            guard let entry = SetEntry(text, type: spec.type), entry.family == spec.family else {
+                throw ValidationError("\(text) is not a valid \(spec.family) element of \(spec.type.rawValue) set \(set)")
+            }
+            return entry
+        }
+    }
+
+    struct Create: ParsableCommand {
+        @OptionGroup var global: GlobalOptions
+        @Flag(name: [.customShort("6")], help: "An IPv6 set.") var ipv6 = false
+        @Argument var name: String
+        @Argument(help: "hash:net, hash:ip or hash:ip,port.") var type: String
+        @Argument(help: "Initial elements.") var entries: [String] = []
+        func run() throws {
+            guard let setType = SetType(rawValue: type) else { throw ValidationError("set type \(type): expected hash:net, hash:ip or hash:ip,port") }
+            guard !name.isEmpty, name.utf8.count <= IPSet.maxNameLength - 4, !name.contains(" ") else { throw ValidationError("set name \(name): 1 to 27 characters, no spaces") }
+            var spec = DesiredState.SetSpec(type: setType, family: ipv6 ? .v6 : .v4)
+            spec.entries = try IPSetCommand.parseEntries(entries, spec, set: name)
+            try guarded {
+                let (_, report) = try global.run {
+                    try global.manager.mutate { state in
+                        if state.sets[name] != nil { throw ValidationError("set \(name) exists already") }
+                        state.sets[name] = spec
+                    }
+                }
+                emit(global, text: "set \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            }
+        }
+    }
+
+    struct Add: ParsableCommand {
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Argument var entries: [String]
+        func run() throws {
+            try guarded {
+                let (_, report) = try global.run {
+                    try global.manager.mutate { state in
+                        guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
+                        for entry in try IPSetCommand.parseEntries(entries, spec, set: name) where !spec.entries.contains(entry) { spec.entries.append(entry) }
+                        state.sets[name] = spec
+                    }
+                }
+                emit(global, text: "added \(entries.count) element(s) to \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            }
+        }
+    }
+
+    struct Del: ParsableCommand {
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        @Argument var entries: [String]
+        func run() throws {
+            try guarded {
+                let (_, report) = try global.run {
+                    try global.manager.mutate { state in
+                        guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
+                        let gone = try IPSetCommand.parseEntries(entries, spec, set: name)
+                        for entry in gone where !spec.entries.contains(entry) { throw ValidationError("\(entry) is not in set \(name)") }
+                        spec.entries.removeAll { gone.contains($0) }
+                        state.sets[name] = spec
+                    }
+                }
+                emit(global, text: "deleted \(entries.count) element(s) from \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            }
+        }
+    }
+
+    struct List: ParsableCommand {
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String?
+        func run() throws {
+            try guarded {
+                let state = try global.store.load()
+                let names = state.sets.keys.sorted().filter { name == nil || $0 == name }
+                if let name, names.isEmpty { throw ValidationError("no docknfv set \(name)") }
+                let text = names.map { n in
+                    let spec = state.sets[n]!
+                    return "\(n) \(spec.type.rawValue) \(spec.family) (\(spec.entries.count) elements)\n" + spec.entries.map { "  \($0)" }.joined(separator: "\n")
+                }.joined(separator: "\n")
+                emit(global, text: text, json: ["sets": names.map { n -> [String: Any] in
+                    let spec = state.sets[n]!
+                    return ["name": n, "type": spec.type.rawValue, "family": spec.family.rawValue, "entries": spec.entries.map(\.description)]
+                }])
+            }
+        }
+    }
+
+    struct Destroy: ParsableCommand {
+        @OptionGroup var global: GlobalOptions
+        @Argument var name: String
+        func run() throws {
+            try guarded {
+                let (_, report) = try global.run {
+                    try global.manager.mutate { state in
+                        guard state.sets[name] != nil else { throw ValidationError("no docknfv set \(name)") }
+                        if let user = state.rules.first(where: { $0.rule.matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
+                            throw ValidationError("rule \(user.id) matches on set \(name); delete it first")
+                        }
+                        state.sets[name] = nil
+                    }
+                }
+                emit(global, text: "destroyed \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            }
+        }
+    }
 }
 
 struct ImportCommand: ParsableCommand {

@@ -157,6 +157,29 @@ struct DocknfvctlTests {
         }
     }
 
+    @Test func ipsetsDriveRulesAndArePersisted() throws {
+        try RouterLab.with { lab in
+            _ = try lab.mustCtl(["ipset", "create", "blocked", "hash:net", "192.0.2.0/24"])
+            _ = try lab.mustCtl(["rule", "add", "--chain", "FORWARD", "--", "-p", "tcp", "-m", "set", "--match-set", "blocked", "src", "-j", "REJECT", "--reject-with", "tcp-reset"])
+            #expect(try lab.tcp("10.60.0.2", 17130))
+            _ = try lab.mustCtl(["ipset", "add", "blocked", "10.50.0.0/24"])
+            #expect(try !lab.tcp("10.60.0.2", 17131))
+            let members = try lab.router.mustRun(["ipset", "list", "blocked"])
+            #expect(members.contains("10.50.0.0/24") && members.contains("192.0.2.0/24"))
+            _ = try lab.mustCtl(["ipset", "del", "blocked", "10.50.0.0/24"])
+            #expect(try lab.tcp("10.60.0.2", 17132))
+            let refused = try lab.ctl(["ipset", "destroy", "blocked"])
+            #expect(refused.status != 0)
+            #expect(refused.stderr.contains("matches on set blocked"), "\(refused)")
+            let state = try String(contentsOfFile: lab.stateFile, encoding: .utf8)
+            #expect(state.contains("\"name\" : \"blocked\""))
+            #expect(try lab.ctl(["rule", "add", "--chain", "FORWARD", "--", "-m", "set", "--match-set", "nosuchset", "src", "-j", "DROP"]).status != 0)
+            _ = try lab.mustCtl(["rule", "flush"])
+            _ = try lab.mustCtl(["ipset", "destroy", "blocked"])
+            #expect(try !lab.router.run(["ipset", "list", "blocked"]).succeeded)
+        }
+    }
+
     @Test func corruptStateFileIsReportedAndKept() throws {
         try RouterLab.with { lab in
             try FileManager.default.createDirectory(atPath: lab.stateDir, withIntermediateDirectories: true)
