@@ -57,7 +57,7 @@ let package = Package(
             "RuleState", "IPTables", "Rules", "NetNS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "Rules"]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "Rules"]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),

@@ -17,10 +17,10 @@ public struct ApplyReport: Sendable, Equatable {
 /// differs, and only then save. If a later table fails, the tables already committed are put back.
 public struct RuleManager {
     public var store: StateStore
-    public var engine: TableEngine
+    public var engine: any RuleBackend
     public var dryRun: Bool
 
-    public init(store: StateStore, engine: TableEngine = TableEngine(), dryRun: Bool = false) {
+    public init(store: StateStore, engine: any RuleBackend = TableEngine(), dryRun: Bool = false) {
         self.store = store
         self.engine = engine
         self.dryRun = dryRun

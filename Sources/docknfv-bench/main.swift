@@ -3,11 +3,14 @@
 //   docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS
 //     ITERATIONS times inside the namespace: open a libnl socket, observe the interfaces, plan and
 //     apply the whole dual-home plan (timed), then remove it again (timed separately).
+//   docknfv-bench sets NETNS_PATH COUNT ITERATIONS
+//     ITERATIONS times: create a hash:net set and add COUNT networks over libmnl (timed), destroy it.
 //   docknfv-bench rules NETNS_PATH COUNT ITERATIONS
 //     ITERATIONS times: apply COUNT filter rules in docknfv's FORWARD chain as one operation
 //     (entries built, one libiptc commit; timed), then remove them (timed separately).
 // Prints one line per measure: `name median_us p90_us`.
 import DualHome
+import IPSet
 import IPTables
 import Rules
 import Foundation
@@ -41,6 +44,9 @@ func gateways(_ text: String) -> [IPAddress] {
 }
 
 let args = CommandLine.arguments
+if args.count == 5, args[1] == "sets", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
+    benchSets(netns: args[2], count: count, iterations: iterations)
+}
 if args.count == 5, args[1] == "rules", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchRules(netns: args[2], count: count, iterations: iterations)
     exit(0)
@@ -104,6 +110,31 @@ func benchRules(netns: String, count: Int, iterations: Int) -> Never {
         print("parse \(String(format: "%.1f", parseTime)) \(String(format: "%.1f", parseTime))")
         report("apply", applied)
         report("remove", removed)
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
+func benchSets(netns: String, count: Int, iterations: Int) -> Never {
+    let clock = ContinuousClock()
+    let entries = (0..<count).map { i in
+        SetEntry(address: IPAddress(family: .v4, bytes: [10, UInt8(i / 256 % 256), UInt8(i % 256), 0])!, prefixLength: 24)
+    }
+    do {
+        let times = try NetworkNamespace.run(path: netns) { () throws -> [Double] in
+            var samples: [Double] = []
+            for _ in 0..<iterations {
+                let start = clock.now
+                try IPSet.create("dnfv-bench", type: .hashNet, family: .v4)
+                try IPSet.add("dnfv-bench", family: .v4, entries)
+                samples.append(microseconds(clock.now - start))
+                guard try IPSet.list("dnfv-bench").entries.count == count else { fail("set holds the wrong number of elements") }
+                try IPSet.destroy("dnfv-bench")
+            }
+            return samples
+        }
+        report("sets", times)
     } catch {
         fail("\(error)")
     }

@@ -600,7 +600,7 @@ struct StatusCommand: ParsableCommand {
             let (drift, nft) = try global.run { (try global.manager.diff(), NFTablesProbe.tablesInUse()) }
             let inSync = drift.allSatisfy { $0.1.isEmpty }
             var lines = ["state: \(global.store.path)", "rules: \(state.rules.count) in \(Set(state.rules.map(\.key)).count) table(s)",
-                         "backend: legacy x_tables through libiptc", "kernel: \(inSync ? "in sync" : "differs (see docknfvctl diff)")"]
+                         "backend: \(global.manager.engine.name)", "kernel: \(inSync ? "in sync" : "differs (see docknfvctl diff)")"]
             if !nft.isEmpty {
                 lines.append("warning: nf_tables also holds tables here (\(nft.joined(separator: ", "))); rules there (iptables-nft) are evaluated too and docknfv does not manage them")
             }
