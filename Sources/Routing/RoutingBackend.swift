@@ -26,6 +26,10 @@ extension RoutingBackend {
         try links().first { $0.name == name }
     }
 
+    public func link(index: Int32) throws -> Link? {
+        try links().first { $0.index == index }
+    }
+
     public func requireLink(named name: String) throws -> Link {
         guard let link = try link(named: name) else { throw RoutingError.noSuchInterface(name) }
         return link

@@ -180,6 +180,18 @@ struct DocknfvctlTests {
         }
     }
 
+    @Test func dryRunValidatesAndChangesNothing() throws {
+        try RouterLab.with { lab in
+            _ = try lab.mustCtl(["rule", "add", "--chain", "FORWARD", "--", "-j", "ACCEPT"])
+            let state = try String(contentsOfFile: lab.stateFile, encoding: .utf8)
+            let kernel = try lab.saved()
+            #expect(try lab.ctl(["--dry-run", "rule", "add", "--chain", "FORWARD", "--", "-p", "tcp", "--dport", "22", "-j", "DROP"]).status == 0)
+            #expect(try lab.ctl(["--dry-run", "rule", "add", "--chain", "FORWARD", "--", "-j", "NOSUCH"]).status != 0)
+            #expect(try String(contentsOfFile: lab.stateFile, encoding: .utf8) == state)
+            #expect(try lab.saved() == kernel)
+        }
+    }
+
     @Test func corruptStateFileIsReportedAndKept() throws {
         try RouterLab.with { lab in
             try FileManager.default.createDirectory(atPath: lab.stateDir, withIntermediateDirectories: true)

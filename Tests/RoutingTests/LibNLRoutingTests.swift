@@ -23,6 +23,8 @@ struct LibNLRoutingTests {
             #expect(link.isUp)
             #expect(link.mtu == 1500)
             #expect(try ops.backend.link(named: "nope0") == nil)
+            #expect(try ops.backend.link(index: link.index)?.name == "left0")
+            #expect(try ops.backend.link(index: 99999) == nil)
             let addresses = try ops.backend.addresses(of: "left0").map(\.address.description)
             #expect(addresses.contains("10.10.0.2/24"))
             #expect(addresses.contains("fd10::2/64"))
