@@ -30,6 +30,15 @@ struct GlobalOptions: ParsableArguments {
 
     var manager: RuleManager { RuleManager(store: store, dryRun: dryRun) }
 
+    /// The shape of every changing command: inside the namespace, change the desired state and
+    /// apply it (RuleManager.mutate), then report `message` or, with --json, what was committed.
+    func change(_ message: String, _ body: (inout DesiredState) throws -> Void) throws {
+        try guarded {
+            let (_, report) = try run { try manager.mutate(body) }
+            emit(self, text: message, json: reportJSON(report, dryRun: dryRun))
+        }
+    }
+
     /// Runs `body` inside the namespace when --netns is given.
     func run<T>(_ body: () throws -> T) throws -> T {
         guard let netns else { return try body() }
@@ -191,24 +200,19 @@ struct RuleCommand: ParsableCommand {
             let table = try location.parsedTable()
             let wanted = id == nil ? try parseRule(rule, family: try location.family()) : []
             if id == nil && location.chain == nil { throw ValidationError("give --id, or --chain and the rule after --") }
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        let before = state.rules.count
-                        if let id {
-                            state.rules.removeAll { $0.id == id }
-                            if state.rules.count == before { throw ValidationError("no rule with id \(id)") }
-                        } else {
-                            for rule in wanted {
-                                guard let index = state.rules.firstIndex(where: { $0.table == table && $0.chain == location.chain && $0.rule == rule }) else {
-                                    throw ValidationError("chain \(location.chain!) in \(table.rawValue) has no rule \"\(RuleRenderer.render(rule))\"")
-                                }
-                                state.rules.remove(at: index)
-                            }
+            try global.change("deleted") { state in
+                let before = state.rules.count
+                if let id {
+                    state.rules.removeAll { $0.id == id }
+                    if state.rules.count == before { throw ValidationError("no rule with id \(id)") }
+                } else {
+                    for rule in wanted {
+                        guard let index = state.rules.firstIndex(where: { $0.table == table && $0.chain == location.chain && $0.rule == rule }) else {
+                            throw ValidationError("chain \(location.chain!) in \(table.rawValue) has no rule \"\(RuleRenderer.render(rule))\"")
                         }
+                        state.rules.remove(at: index)
                     }
                 }
-                emit(global, text: "deleted", json: reportJSON(report, dryRun: global.dryRun))
             }
         }
     }
@@ -237,17 +241,12 @@ struct RuleCommand: ParsableCommand {
 
         func run() throws {
             if let table, NetfilterTable(rawValue: table) == nil { throw ValidationError("--table \(table): expected filter, nat, mangle or raw") }
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        state.rules.removeAll { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
-                        if chain == nil {
-                            state.policies = state.policies.filter { table != nil && $0.key.key.table.rawValue != table }
-                            state.userChains = state.userChains.filter { table != nil && $0.key.table.rawValue != table }
-                        }
-                    }
+            try global.change("flushed") { state in
+                state.rules.removeAll { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
+                if chain == nil {
+                    state.policies = state.policies.filter { table != nil && $0.key.key.table.rawValue != table }
+                    state.userChains = state.userChains.filter { table != nil && $0.key.table.rawValue != table }
                 }
-                emit(global, text: "flushed", json: reportJSON(report, dryRun: global.dryRun))
             }
         }
     }
@@ -289,11 +288,8 @@ struct PolicyCommand: ParsableCommand {
         guard table.builtinChains.contains(chainName) else { throw ValidationError("\(chainName) is not a built-in chain of \(table.rawValue)") }
         guard ["ACCEPT", "DROP"].contains(policy.uppercased()) else { throw ValidationError("policy \(policy): expected ACCEPT or DROP") }
         let family = try location.family() ?? .v4
-        try guarded {
-            let (_, report) = try global.run {
-                try global.manager.mutate { state in state.policies[.init(TableKey(family, table), chainName)] = policy.uppercased() }
-            }
-            emit(global, text: "policy \(chainName) \(policy.uppercased())", json: reportJSON(report, dryRun: global.dryRun))
+        try global.change("policy \(chainName) \(policy.uppercased())") { state in
+            state.policies[.init(TableKey(family, table), chainName)] = policy.uppercased()
         }
     }
 }
@@ -309,10 +305,7 @@ struct ChainCommand: ParsableCommand {
             let table = try location.parsedTable()
             guard ChainNames.isValidUserChain(name), !table.builtinChains.contains(name) else { throw ValidationError("chain name \(name) is invalid or too long") }
             let family = try location.family() ?? .v4
-            try guarded {
-                let (_, report) = try global.run { try global.manager.mutate { $0.userChains.insert(.init(TableKey(family, table), name)) } }
-                emit(global, text: "chain \(name)", json: reportJSON(report, dryRun: global.dryRun))
-            }
+            try global.change("chain \(name)") { $0.userChains.insert(.init(TableKey(family, table), name)) }
         }
     }
     struct Delete: ParsableCommand {
@@ -322,18 +315,13 @@ struct ChainCommand: ParsableCommand {
         func run() throws {
             let table = try location.parsedTable()
             let family = try location.family() ?? .v4
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        let key = TableKey(family, table)
-                        if state.rules.contains(where: { $0.key == key && $0.rule.target.chain == name }) {
-                            throw ValidationError("rules still jump to \(name); delete them first")
-                        }
-                        state.rules.removeAll { $0.key == key && $0.chain == name }
-                        state.userChains.remove(.init(key, name))
-                    }
+            try global.change("deleted chain \(name)") { state in
+                let key = TableKey(family, table)
+                if state.rules.contains(where: { $0.key == key && $0.rule.target.chain == name }) {
+                    throw ValidationError("rules still jump to \(name); delete them first")
                 }
-                emit(global, text: "deleted chain \(name)", json: reportJSON(report, dryRun: global.dryRun))
+                state.rules.removeAll { $0.key == key && $0.chain == name }
+                state.userChains.remove(.init(key, name))
             }
         }
     }
@@ -413,14 +401,9 @@ struct IPSetCommand: ParsableCommand {
             guard !name.isEmpty, name.utf8.count <= IPSet.maxNameLength - 4, !name.contains(" ") else { throw ValidationError("set name \(name): 1 to 27 characters, no spaces") }
             var spec = DesiredState.SetSpec(type: setType, family: ipv6 ? .v6 : .v4)
             spec.entries = try IPSetCommand.parseEntries(entries, spec, set: name)
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        if state.sets[name] != nil { throw ValidationError("set \(name) exists already") }
-                        state.sets[name] = spec
-                    }
-                }
-                emit(global, text: "set \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            try global.change("set \(name)") { state in
+                if state.sets[name] != nil { throw ValidationError("set \(name) exists already") }
+                state.sets[name] = spec
             }
         }
     }
@@ -430,15 +413,10 @@ struct IPSetCommand: ParsableCommand {
         @Argument var name: String
         @Argument var entries: [String]
         func run() throws {
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
-                        for entry in try IPSetCommand.parseEntries(entries, spec, set: name) where !spec.entries.contains(entry) { spec.entries.append(entry) }
-                        state.sets[name] = spec
-                    }
-                }
-                emit(global, text: "added \(entries.count) element(s) to \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            try global.change("added \(entries.count) element(s) to \(name)") { state in
+                guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
+                for entry in try IPSetCommand.parseEntries(entries, spec, set: name) where !spec.entries.contains(entry) { spec.entries.append(entry) }
+                state.sets[name] = spec
             }
         }
     }
@@ -448,17 +426,12 @@ struct IPSetCommand: ParsableCommand {
         @Argument var name: String
         @Argument var entries: [String]
         func run() throws {
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
-                        let gone = try IPSetCommand.parseEntries(entries, spec, set: name)
-                        for entry in gone where !spec.entries.contains(entry) { throw ValidationError("\(entry) is not in set \(name)") }
-                        spec.entries.removeAll { gone.contains($0) }
-                        state.sets[name] = spec
-                    }
-                }
-                emit(global, text: "deleted \(entries.count) element(s) from \(name)", json: reportJSON(report, dryRun: global.dryRun))
+            try global.change("deleted \(entries.count) element(s) from \(name)") { state in
+                guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
+                let gone = try IPSetCommand.parseEntries(entries, spec, set: name)
+                for entry in gone where !spec.entries.contains(entry) { throw ValidationError("\(entry) is not in set \(name)") }
+                spec.entries.removeAll { gone.contains($0) }
+                state.sets[name] = spec
             }
         }
     }
@@ -487,17 +460,12 @@ struct IPSetCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() throws {
-            try guarded {
-                let (_, report) = try global.run {
-                    try global.manager.mutate { state in
-                        guard state.sets[name] != nil else { throw ValidationError("no docknfv set \(name)") }
-                        if let user = state.rules.first(where: { $0.rule.matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
-                            throw ValidationError("rule \(user.id) matches on set \(name); delete it first")
-                        }
-                        state.sets[name] = nil
-                    }
+            try global.change("destroyed \(name)") { state in
+                guard state.sets[name] != nil else { throw ValidationError("no docknfv set \(name)") }
+                if let user = state.rules.first(where: { $0.rule.matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
+                    throw ValidationError("rule \(user.id) matches on set \(name); delete it first")
                 }
-                emit(global, text: "destroyed \(name)", json: reportJSON(report, dryRun: global.dryRun))
+                state.sets[name] = nil
             }
         }
     }
