@@ -166,12 +166,7 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "1-based position in the chain (default: the end).") var position: Int?
         @Argument(parsing: .postTerminator, help: "The rule, after --.") var rule: [String] = []
 
-        func run() throws {
-            let table = try location.parsedTable()
-            guard let chain = location.chain else { throw ValidationError("--chain is required") }
-            try addRules(global: global, table: table, chain: try location.validChain(chain, table: table),
-                         family: try location.family(), words: rule, position: position)
-        }
+        func run() throws { try addRules(global: global, location: location, words: rule, position: position) }
     }
 
     struct Insert: ParsableCommand {
@@ -181,12 +176,7 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "1-based position in the chain.") var position: Int = 1
         @Argument(parsing: .postTerminator, help: "The rule, after --.") var rule: [String] = []
 
-        func run() throws {
-            let table = try location.parsedTable()
-            guard let chain = location.chain else { throw ValidationError("--chain is required") }
-            try addRules(global: global, table: table, chain: try location.validChain(chain, table: table),
-                         family: try location.family(), words: rule, position: position)
-        }
+        func run() throws { try addRules(global: global, location: location, words: rule, position: position) }
     }
 
     struct Del: ParsableCommand {
@@ -250,6 +240,14 @@ struct RuleCommand: ParsableCommand {
             }
         }
     }
+}
+
+/// `rule add` and `rule insert`: the location options checked, then the rules added.
+func addRules(global: GlobalOptions, location: RuleLocation, words: [String], position: Int?) throws {
+    let table = try location.parsedTable()
+    guard let chain = location.chain else { throw ValidationError("--chain is required") }
+    try addRules(global: global, table: table, chain: try location.validChain(chain, table: table),
+                 family: try location.family(), words: words, position: position)
 }
 
 func addRules(global: GlobalOptions, table: NetfilterTable, chain: String, family: IPFamily?, words: [String], position: Int?) throws {
