@@ -231,8 +231,9 @@ struct EntryBuilder {
                 compat.rangesize = 1
                 compat.range.flags = info.flags
                 if let addresses = range.addresses {
-                    compat.range.min_ip = UInt32(bigEndian: addresses.first.bytes.withUnsafeBytes { $0.load(as: UInt32.self) }).bigEndian
-                    compat.range.max_ip = UInt32(bigEndian: addresses.last.bytes.withUnsafeBytes { $0.load(as: UInt32.self) }).bigEndian
+                    // __be32: the address bytes exactly as they are, in network order.
+                    compat.range.min_ip = addresses.first.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                    compat.range.max_ip = addresses.last.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
                 }
                 compat.range.min = info.min_proto
                 compat.range.max = info.max_proto

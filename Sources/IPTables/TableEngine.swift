@@ -90,7 +90,7 @@ public struct TableEngine {
     @discardableResult
     public func apply(_ desired: TableRules) throws -> Bool {
         let built = try buildAll(desired) // bad rules fail here, before anything is locked or touched
-        return try withTable(desired.family, desired.table) { handle in
+        return try modifyTable(desired.family, desired.table) { handle in
             if try drift(desired, built: built, handle: handle, firstOnly: true).isEmpty { return false }
             try rewrite(desired, built: built, handle: handle)
             return true
@@ -101,7 +101,7 @@ public struct TableEngine {
     @discardableResult
     public func remove(family: IPFamily, table: NetfilterTable, policies: [String] = []) throws -> Bool {
         let empty = TableRules(family: family, table: table)
-        return try withTable(family, table) { handle in
+        return try modifyTable(family, table) { handle in
             let owned = kernelChains(handle, family: family).filter(ChainNames.isOwned)
             let resets = policies.filter { (policy(family, $0, handle) ?? "ACCEPT") != "ACCEPT" }
             if owned.isEmpty && resets.isEmpty && jumpPositions(family, handle, table: table).isEmpty { return false }
@@ -119,7 +119,7 @@ public struct TableEngine {
     /// What differs between `desired` and the kernel.
     public func check(_ desired: TableRules) throws -> TableDrift {
         let built = try buildAll(desired)
-        return try withTable(desired.family, desired.table, commit: false) { handle in
+        return try readTable(desired.family, desired.table) { handle in
             try drift(desired, built: built, handle: handle)
         }
     }
@@ -152,29 +152,42 @@ public struct TableEngine {
         return out
     }
 
-    /// Runs `body` with a libiptc handle for the table, under the xtables lock; commits when
-    /// `body` returns true. Retries from scratch when the commit loses a race (EAGAIN).
-    func withTable<T>(_ family: IPFamily, _ table: NetfilterTable, commit: Bool = true, _ body: (UnsafeMutableRawPointer) throws -> T) throws -> T {
+    /// Runs `body` with a libiptc handle for the table under the xtables lock, and commits when it
+    /// returns true. A commit that lost a race with another writer (EAGAIN) is retried from a fresh
+    /// read, up to `retries` times. Returns whether a commit happened.
+    func modifyTable(_ family: IPFamily, _ table: NetfilterTable, _ body: (UnsafeMutableRawPointer) throws -> Bool) throws -> Bool {
         let lock = try XtablesLock(path: lockPath, timeout: lockTimeout)
         defer { withExtendedLifetime(lock) {} }
         var attempt = 0
         while true {
-            guard let handle = dnfv_tc_init(family.addressFamily, table.rawValue) else {
-                let e = errno
-                throw IPTablesError.libiptc(call: "iptc_init", object: "\(family) table \(table.rawValue)",
-                                            message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
-            }
+            let handle = try open(family, table)
             defer { dnfv_tc_free(family.addressFamily, handle) }
-            let result = try body(handle)
-            let changed = (result as? Bool) ?? false
-            guard commit && changed else { return result }
-            if dnfv_tc_commit(family.addressFamily, handle) != 0 { return result }
+            guard try body(handle) else { return false }
+            if dnfv_tc_commit(family.addressFamily, handle) != 0 { return true }
             let e = errno
             attempt += 1
             if e == EAGAIN && attempt < retries { continue }
             throw IPTablesError.libiptc(call: "iptc_commit", object: "\(family) table \(table.rawValue)",
                                         message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
         }
+    }
+
+    /// Runs `body` with a libiptc handle for the table under the xtables lock; never commits.
+    func readTable<T>(_ family: IPFamily, _ table: NetfilterTable, _ body: (UnsafeMutableRawPointer) throws -> T) throws -> T {
+        let lock = try XtablesLock(path: lockPath, timeout: lockTimeout)
+        defer { withExtendedLifetime(lock) {} }
+        let handle = try open(family, table)
+        defer { dnfv_tc_free(family.addressFamily, handle) }
+        return try body(handle)
+    }
+
+    func open(_ family: IPFamily, _ table: NetfilterTable) throws -> UnsafeMutableRawPointer {
+        guard let handle = dnfv_tc_init(family.addressFamily, table.rawValue) else {
+            let e = errno
+            throw IPTablesError.libiptc(call: "iptc_init", object: "\(family) table \(table.rawValue)",
+                                        message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+        }
+        return handle
     }
 
     func call(_ name: String, _ object: @autoclosure () -> String, _ family: IPFamily, _ body: () -> Int32) throws {

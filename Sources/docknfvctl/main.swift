@@ -254,7 +254,8 @@ func addRules(global: GlobalOptions, table: NetfilterTable, chain: String, famil
     let rules = try parseRule(words, family: family)
     if let position, position < 1 { throw ValidationError("--position must be 1 or more") }
     try guarded {
-        let (state, report) = try global.run {
+        var added: [StoredRule] = []
+        let (_, report) = try global.run {
             try global.manager.mutate { state in
                 var index = position.map { p in
                     // Position within the chain → index in the flat list.
@@ -263,12 +264,13 @@ func addRules(global: GlobalOptions, table: NetfilterTable, chain: String, famil
                 } ?? state.rules.count
                 for rule in rules {
                     if !table.builtinChains.contains(chain) { state.userChains.insert(.init(TableKey(rule.family, table), chain)) }
-                    state.rules.insert(StoredRule(id: state.newID(), table: table, chain: chain, rule: rule), at: index)
+                    let stored = StoredRule(id: state.newID(), table: table, chain: chain, rule: rule)
+                    state.rules.insert(stored, at: index)
+                    added.append(stored)
                     index += 1
                 }
             }
         }
-        let added = state.rules.suffix(from: 0).filter { stored in rules.contains(stored.rule) && stored.chain == chain }.suffix(rules.count)
         emit(global, text: added.map { "\($0.id)\t\($0.text)" }.joined(separator: "\n"),
              json: reportJSON(report, dryRun: global.dryRun).merging(["rules": added.map(ruleJSON)]) { a, _ in a })
     }
