@@ -167,8 +167,12 @@ public struct TableEngine {
             let e = errno
             attempt += 1
             if e == EAGAIN && attempt < retries { continue }
-            throw IPTablesError.libiptc(call: "iptc_commit", object: "\(family) table \(table.rawValue)",
-                                        message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+            var message = String(cString: dnfv_tc_strerror(family.addressFamily, e))
+            if e == EINVAL || e == ENOENT {
+                // The kernel checks each match and target at commit and says why in its log.
+                message += "; the kernel refused a rule (its log, `dmesg | grep x_tables`, says which); nothing was changed"
+            }
+            throw IPTablesError.libiptc(call: "iptc_commit", object: "\(family) table \(table.rawValue)", message: message, errno: e)
         }
     }
 

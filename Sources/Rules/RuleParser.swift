@@ -525,7 +525,8 @@ private struct RuleParse {
             }
             target = .log(prefix: prefix, level: level)
         case "NFLOG":
-            var group: UInt16 = 0, prefix = "", size: UInt32?, threshold: UInt16 = 1
+            // XT_NFLOG_DEFAULT_THRESHOLD is 0 (the threshold is deprecated in the kernel).
+            var group: UInt16 = 0, prefix = "", size: UInt32?, threshold: UInt16 = 0
             while index < tokens.count {
                 let option = tokens[index]
                 index += 1
@@ -534,7 +535,7 @@ private struct RuleParse {
                 case "--nflog-group": guard let g = UInt16(value) else { throw fail("group must be 0-65535") }; group = g
                 case "--nflog-prefix": guard value.utf8.count < 64 else { throw fail("prefix longer than 63 bytes") }; prefix = value
                 case "--nflog-size", "--nflog-range": guard let s = UInt32(value) else { throw fail("size must be a number") }; size = s
-                case "--nflog-threshold": guard let t = UInt16(value), t > 0 else { throw fail("threshold must be 1-65535") }; threshold = t
+                case "--nflog-threshold": guard let t = UInt16(value) else { throw fail("threshold must be 0-65535") }; threshold = t
                 default: throw fail("unknown NFLOG option", at: index - 1)
                 }
             }
@@ -622,6 +623,9 @@ private struct RuleParse {
         let family = self.family ?? .v4
         if case .reject(let type) = target, RejectType.named(type.name, family: family) == nil {
             throw fail("reject type \(type.name) does not fit an \(family) rule", at: 0)
+        }
+        if case .reject(let type) = target, type.name == "tcp-reset", proto?.value != 6 || proto?.inverted == true {
+            throw fail("REJECT --reject-with tcp-reset needs -p tcp", at: 0)
         }
         if case .tcpmss = target {
             let hasSYN = matches.contains { if case .tcp(let t) = $0, let f = t.flags, !f.inverted, f.value.compare & 0x02 != 0 { return true }; return false }

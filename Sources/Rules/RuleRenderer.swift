@@ -135,7 +135,7 @@ public enum RuleRenderer {
             if !prefix.isEmpty { out += ["--nflog-prefix", Tokenizer.quoteIfNeeded(prefix)] }
             if group != 0 { out += ["--nflog-group", String(group)] }
             if let size { out += ["--nflog-size", String(size)] }
-            if threshold != 1 { out += ["--nflog-threshold", String(threshold)] }
+            if threshold != 0 { out += ["--nflog-threshold", String(threshold)] }
             return out
         case .dnat(let range): return ["-j", "DNAT", "--to-destination", natRange(range, family: family)]
         case .snat(let range): return ["-j", "SNAT", "--to-source", natRange(range, family: family)]

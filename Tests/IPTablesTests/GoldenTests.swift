@@ -54,7 +54,16 @@ struct GoldenTests {
         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         "-j REJECT --reject-with icmp6-adm-prohibited",
         "-m iprange --src-range fd00::1-fd00::9 -j ACCEPT",
+        "! -s fd00::/8 ! -o eth+ -p udp -m udp ! --sport 53 -j DROP",
+        "-p tcp -m multiport --sports 1000:2000,3000 -j ACCEPT",
+        "-m mark --mark 0x10/0xff -m comment --comment \"v6 rule\" -j RETURN",
+        "-m limit --limit 10/sec --limit-burst 20 -j LOG --log-prefix v6 --log-level 3",
+        "-j NFLOG --nflog-group 9",
+        "-p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
+        "-p tcp -j REJECT --reject-with tcp-reset",
     ]
+    static let raw4 = ["-p udp -m udp --dport 53 -j ACCEPT", "-s 10.0.0.0/8 -j DROP"]
+    static let mangle6 = ["-p tcp -j MARK --set-xmark 0x2/0xff"]
     static let nat6 = [
         "-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80",
         "-s fd00::/64 -o eth0 -j MASQUERADE",
@@ -70,19 +79,22 @@ struct GoldenTests {
             .split(separator: "\n").map(String.init).filter { $0.hasPrefix("-A DNFV-") }
     }
 
-    @Test(arguments: [(IPFamily.v4, NetfilterTable.filter), (.v4, .nat), (.v4, .mangle), (.v6, .filter), (.v6, .nat)])
+    @Test(arguments: [(IPFamily.v4, NetfilterTable.filter), (.v4, .nat), (.v4, .mangle), (.v4, .raw), (.v6, .filter), (.v6, .nat), (.v6, .mangle)])
     func renderedEqualsKernel(family: IPFamily, table: NetfilterTable) throws {
         let texts: [String] = switch (family, table) {
         case (.v4, .filter): Self.filter4
         case (.v4, .nat): Self.nat4
         case (.v4, .mangle): Self.mangle4
+        case (.v4, .raw): Self.raw4
         case (.v6, .filter): Self.filter6
+        case (.v6, .mangle): Self.mangle6
         default: Self.nat6
         }
         // Source NAT belongs in POSTROUTING, destination NAT in PREROUTING.
         var chains: [String: [String]] = [:]
         for text in texts {
-            let chain = table != .nat ? "FORWARD" : (text.contains("SNAT") || text.contains("MASQUERADE")) ? "POSTROUTING" : "PREROUTING"
+            let chain = table == .raw ? "PREROUTING" : table != .nat ? "FORWARD"
+                : (text.contains("SNAT") || text.contains("MASQUERADE")) ? "POSTROUTING" : "PREROUTING"
             chains[chain, default: []].append(text)
         }
         var desired = TableRules(family: family, table: table, chains: try chains.mapValues { try rules($0, family: family) })

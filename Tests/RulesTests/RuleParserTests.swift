@@ -102,6 +102,7 @@ struct RuleParserTests {
         ("-m multiport --dports 80 -j ACCEPT", nil, "multiport", "needs -p tcp"),
         ("-j DNAT --to-destination 10.0.0.1:80", nil, "10.0.0.1:80", "needs -p tcp"),
         ("! ! -s 10.0.0.1 -j ACCEPT", nil, "!", "double negation"),
+        ("-p udp -j REJECT --reject-with tcp-reset", nil, nil, "tcp-reset needs -p tcp"),
     ])
     func badInput(text: String, family: IPFamily?, token: String?, reason: String) {
         do {
