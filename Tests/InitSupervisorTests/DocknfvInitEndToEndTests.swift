@@ -112,6 +112,33 @@ struct DocknfvInitEndToEndTests {
         }
     }
 
+    /// dockvpn: only the right side's default route, in main; the left interface may still wait for
+    /// its DHCP address.
+    @Test func vpnModeSetsTheRightDefaultRouteOnly() throws {
+        try VNFLab.with(leftInterface: false) { lab in
+            // The left veth exists but has no address yet (dhclient would give it one later).
+            let tmpA = "dv\(UInt32.random(in: 0..<1_000_000))", tmpB = "dv\(UInt32.random(in: 0..<1_000_000))"
+            try mustRun(["ip", "link", "add", tmpA, "type", "veth", "peer", "name", tmpB])
+            try mustRun(["ip", "link", "set", tmpA, "netns", lab.vnf.name, "name", "eth1"])
+            try mustRun(["ip", "link", "set", tmpB, "netns", lab.left.name, "name", "eth0"])
+            // The runtime installed a default route via another gateway on the right.
+            _ = try lab.right.ip("addr add 10.2.0.9/24 dev eth0")
+            _ = try lab.vnf.ip("route add default via 10.2.0.9 dev eth0")
+            let env = ["DOCKNFV_MODE=vpn", "DOCKNFV_RIGHT_GW=10.2.0.1", "DOCKNFV_WAIT_TIMEOUT=3", "DOCKNFV_STATE_DIR=/nonexistent/dnfvt-no-state"]
+            let result = try lab.initRun(env)
+            #expect(result.status == 0, "\(result)")
+            #expect(result.stderr.contains("replaced route default via 10.2.0.9 dev eth0"), "\(result)")
+            #expect(try lab.vnf.ip("route show default").contains("default via 10.2.0.1 dev eth0 proto 78"))
+            #expect(!(try lab.vnf.ip("rule show")).contains("proto 78"))
+            #expect(try lab.vnf.ip("route show table all").split(separator: "\n").filter { $0.contains("table 101") || $0.contains("table 102") }.isEmpty)
+            #expect(try lab.initRun(env, ["--check"]).status == 0)
+            // The VNF itself now reaches what lies behind the right gateway.
+            #expect(try lab.vnf.run(["ping", "-c1", "-W1", "203.0.113.7"]).succeeded)
+            #expect(try lab.initRun(env, ["--remove"]).status == 0)
+            #expect(!(try lab.vnf.ip("route show default")).contains("proto 78"))
+        }
+    }
+
     @Test func configFileWorksLikeTheEnvironment() throws {
         try VNFLab.with { lab in
             let path = NSTemporaryDirectory() + "dnfvt-init-\(UUID().uuidString).json"
