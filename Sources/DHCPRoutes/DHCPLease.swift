@@ -45,7 +45,7 @@ public struct LeaseRoutes: Sendable, Equatable {
     public static func from(environment env: [String: String], prefix: String = "new_") throws(LeaseError) -> LeaseRoutes {
         for (variable, source) in [("\(prefix)rfc3442_classless_static_routes", RouteSource.rfc3442),
                                    ("\(prefix)ms_classless_static_routes", .microsoft)] {
-            guard let text = env[variable], !text.trimmingCharacters(in: " \t\n").isEmpty else { continue }
+            guard let text = env[variable], !text.trimming(" \t\n").isEmpty else { continue }
             do {
                 let decoded = try ClasslessRouteDecoder.decode(text)
                 return LeaseRoutes(routes: decoded.routes, source: source, warnings: decoded.warnings)
@@ -63,13 +63,6 @@ public enum LeaseError: Error, Equatable, CustomStringConvertible {
         switch self {
         case .invalid(let variable, let error): return "\(variable): \(error)"
         }
-    }
-}
-
-extension String {
-    func trimmingCharacters(in set: String) -> String {
-        let characters = Set(set)
-        return String(drop { characters.contains($0) }.reversed().drop { characters.contains($0) }.reversed())
     }
 }
 

@@ -274,8 +274,9 @@ public struct TableEngine {
             }
             if have.count > want.count { drift.unexpected.append("\(have.count - want.count) extra rule(s) in \(kernelChain)") }
         }
+        let jumpsByChain = Dictionary(uniqueKeysWithValues: jumpPositions(family, handle, table: desired.table))
         for builtin in desired.table.builtinChains {
-            let jumps = jumpPositions(family, handle, table: desired.table).first { $0.0 == builtin }?.1 ?? []
+            let jumps = jumpsByChain[builtin] ?? []
             let wantJump = !(desired.chains[builtin] ?? []).isEmpty
             if wantJump && jumps != [0] { drift.missing.append("jump from \(builtin) to \(ChainNames.owned(builtin)) as its first rule") }
             if !wantJump && !jumps.isEmpty { drift.unexpected.append("jump from \(builtin) to a docknfv chain") }

@@ -178,3 +178,12 @@ public struct InterfaceAddress: Hashable, Sendable, CustomStringConvertible {
 extension Character {
     var isASCIIDigit: Bool { ("0"..."9").contains(self) }
 }
+
+extension StringProtocol {
+    /// The text without leading and trailing characters from `set` (Foundation-free, for the
+    /// modules that avoid Foundation).
+    public func trimming(_ set: String) -> String {
+        let characters = Set(set)
+        return String(String(drop { characters.contains($0) }.reversed()).drop { characters.contains($0) }.reversed())
+    }
+}

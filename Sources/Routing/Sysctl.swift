@@ -30,7 +30,7 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
         var buffer = [UInt8](repeating: 0, count: 256)
         let count = Glibc.read(fd, &buffer, buffer.count)
         guard count >= 0 else { throw RoutingError.sysctl(key: description, call: "read", errno: errno) }
-        return String(decoding: buffer[..<count], as: UTF8.self).trimmingWhitespace()
+        return String(decoding: buffer[..<count], as: UTF8.self).trimming(" \t\n")
     }
 
     func write(_ value: String) throws {
@@ -45,7 +45,4 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
 
 extension String {
     func replacingDots() -> String { String(map { $0 == "." ? "/" : $0 }) }
-    func trimmingWhitespace() -> String {
-        String(String(drop { $0.isWhitespace }.reversed()).drop { $0.isWhitespace }.reversed())
-    }
 }

@@ -36,7 +36,7 @@ public enum SaveFileReader {
         var current: SaveFile.TableSection?
         for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let number = offset + 1
-            let line = raw.trimmingCharacters(in: " \t\r")
+            let line = raw.trimming(" \t\r")
             if line.isEmpty || line.hasPrefix("#") { continue }
             func fail(_ reason: String) -> SaveFileError { SaveFileError(line: number, text: line, reason: reason) }
             if line.hasPrefix("*") {
@@ -78,12 +78,5 @@ public enum SaveFileReader {
         }
         if current != nil { throw SaveFileError(line: 0, text: "", reason: "the last table has no COMMIT") }
         return SaveFile(tables: tables)
-    }
-}
-
-extension StringProtocol {
-    func trimmingCharacters(in set: String) -> String {
-        let characters = Set(set)
-        return String(String(drop { characters.contains($0) }.reversed()).drop { characters.contains($0) }.reversed())
     }
 }
