@@ -73,5 +73,6 @@ let package = Package(
         .testTarget(name: "RulesTests", dependencies: ["Rules"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
+        .testTarget(name: "RuleSemanticsTests", dependencies: ["Rules", "IPTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )
