@@ -4,13 +4,17 @@ import Glibc
 
 /// Whole-file reads and crash-safe replacement: a reader sees either the old content or the new,
 /// never a mixture, and after `write` returns the new content survives a power cut.
+///
+/// The temporary file is created with `O_EXCL` under an unpredictable name, so another user who
+/// can write the directory can neither hand root a file of theirs (which would keep their
+/// ownership and let them edit it later) nor redirect the write through a symlink.
 public enum AtomicFile {
     public enum Error: Swift.Error, Equatable, CustomStringConvertible {
         case io(path: String, call: String, errno: Int32)
         public var description: String {
             switch self {
             case .io(let path, let call, let errno):
-                return "\(path): \(call) failed: \(String(cString: strerror(errno))) (errno \(errno))"
+                return "\(path): \(call) failed: \(errnoText(errno)) (errno \(errno))"
             }
         }
     }
@@ -40,16 +44,30 @@ public enum AtomicFile {
         try read(path).map { String(decoding: $0, as: UTF8.self) }
     }
 
-    /// Writes a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the
-    /// directory. On failure the temporary file is removed and `path` is untouched.
+    /// Writes a fresh temporary file beside `path` (owned by the caller, exactly `mode` whatever
+    /// the umask), fsyncs it, renames it over `path` and fsyncs the directory. On failure the
+    /// temporary file is removed and `path` is untouched. Temporaries that a killed earlier run
+    /// left for the same name are removed first (only ours: our pattern, our uid, a dead pid).
     public static func write(_ path: String, contents: [UInt8], mode: mode_t = 0o644) throws {
-        let directory = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let name = path.split(separator: "/").last.map(String.init) ?? path
-        let temporary = (directory.isEmpty ? "" : directory + "/") + ".\(name).tmp.\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode)
-        guard fd >= 0 else { throw Error.io(path: temporary, call: "open", errno: errno) }
+        let (directory, name) = split(path)
+        guard !name.isEmpty else { throw Error.io(path: path, call: "open", errno: EISDIR) }
+        let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dirfd >= 0 else { throw Error.io(path: directory, call: "open", errno: errno) }
+        defer { close(dirfd) }
+        removeLeftovers(of: name, in: dirfd)
+
+        var temporary = ""
+        var fd: Int32 = -1
+        for _ in 0..<16 where fd < 0 {
+            temporary = temporaryName(for: name)
+            // O_EXCL: never an existing file, never through a symlink.
+            fd = openat(dirfd, temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            if fd < 0 && errno != EEXIST { break }
+        }
+        let shown = (directory == "/" ? "" : directory) + "/" + temporary
+        guard fd >= 0 else { throw Error.io(path: shown, call: "open", errno: errno) }
         var ok = false
-        defer { if !ok { unlink(temporary) } }
+        defer { if !ok { unlinkat(dirfd, temporary, 0) } }
         do {
             defer { close(fd) }
             var offset = 0
@@ -57,23 +75,71 @@ public enum AtomicFile {
                 let written = contents[offset...].withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
                 if written < 0 {
                     if errno == EINTR { continue }
-                    throw Error.io(path: temporary, call: "write", errno: errno)
+                    throw Error.io(path: shown, call: "write", errno: errno)
                 }
                 offset += written
             }
-            guard fchmod(fd, mode) == 0 else { throw Error.io(path: temporary, call: "fchmod", errno: errno) }
-            guard fsync(fd) == 0 else { throw Error.io(path: temporary, call: "fsync", errno: errno) }
+            guard fchmod(fd, mode) == 0 else { throw Error.io(path: shown, call: "fchmod", errno: errno) }
+            guard fsync(fd) == 0 else { throw Error.io(path: shown, call: "fsync", errno: errno) }
         }
-        guard rename(temporary, path) == 0 else { throw Error.io(path: path, call: "rename", errno: errno) }
+        // rename replaces a symlink at `path` itself; it never writes through one.
+        guard renameat(dirfd, temporary, dirfd, name) == 0 else { throw Error.io(path: path, call: "rename", errno: errno) }
         ok = true
-        let dirfd = open(directory.isEmpty ? "/" : directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dirfd >= 0 {
-            _ = fsync(dirfd)
-            close(dirfd)
-        }
+        _ = fsync(dirfd)
     }
 
     public static func write(_ path: String, string: String, mode: mode_t = 0o644) throws {
         try write(path, contents: Array(string.utf8), mode: mode)
     }
+
+    // MARK: Temporary names
+
+    static let temporaryInfix = ".tmp."
+
+    /// `.NAME.tmp.PID.RANDOM` — the pid lets a later run tell a dead writer's leftover from a live
+    /// writer's file; the 64 random bits make the name unguessable.
+    static func temporaryName(for name: String) -> String {
+        let random = String(UInt64.random(in: .min ... .max), radix: 16)
+        return "." + name + temporaryInfix + "\(getpid())." + String(repeating: "0", count: 16 - random.count) + random
+    }
+
+    /// The pid in `candidate` when it is one of our temporaries of `name`: `.NAME.tmp.PID` (the
+    /// older form) or `.NAME.tmp.PID.HEX16`.
+    static func temporaryOwnerPid(_ candidate: String, name: String) -> pid_t? {
+        let prefix = "." + name + temporaryInfix
+        guard candidate.hasPrefix(prefix) else { return nil }
+        let parts = candidate.dropFirst(prefix.count).split(separator: ".", omittingEmptySubsequences: false)
+        guard (1...2).contains(parts.count), let pid = pid_t(parts[0]), pid > 0, String(pid) == parts[0] else { return nil }
+        if parts.count == 2 {
+            guard parts[1].utf8.count == 16, parts[1].utf8.allSatisfy({ isxdigit(Int32($0)) != 0 }) else { return nil }
+        }
+        return pid
+    }
+
+    /// Removes regular files of our temporary pattern for `name`, owned by us, whose writer is gone.
+    static func removeLeftovers(of name: String, in dirfd: Int32) {
+        let listing = dup(dirfd)
+        guard listing >= 0, let dir = fdopendir(listing) else { if listing >= 0 { close(listing) }; return }
+        defer { closedir(dir) }
+        var stale: [String] = []
+        while let entry = readdir(dir) {
+            let candidate = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard let pid = temporaryOwnerPid(candidate, name: name), pid != getpid() else { continue }
+            var info = stat()
+            guard fstatat(dirfd, candidate, &info, AT_SYMLINK_NOFOLLOW) == 0,
+                  info.st_mode & S_IFMT == S_IFREG, info.st_uid == geteuid() else { continue }
+            if kill(pid, 0) != 0 && errno == ESRCH { stale.append(candidate) }
+        }
+        for candidate in stale { unlinkat(dirfd, candidate, 0) }
+    }
+
+    /// The directory (absolute or relative, "/" for the root) and the last component of `path`.
+    static func split(_ path: String) -> (directory: String, name: String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let directory = String(path[..<slash])
+        return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+    }
 }
+
+/// `strerror` as a Swift string.
+func errnoText(_ code: Int32) -> String { String(cString: strerror(code)) }
