@@ -1,0 +1,285 @@
+import CLibNFTNL
+import RuleEngine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The native nftables backend: docknfv's rules in its own nf_tables tables, written in process
+/// through libnftnl over one netlink socket. Every change is one batch — atomic across tables and
+/// families — holding only what differs (a rule by handle, a set element), and sent only if
+/// nobody changed the ruleset since it was read.
+public struct NFTablesBackend: RuleBackend {
+    public var kind: BackendKind { .nftables }
+    public var name: String { "nftables through libnftnl (tables ip/ip6 \(Layout.tableName(.cli)))" }
+    /// Batches that lost a race with another writer are re-planned from a fresh read this often.
+    public var retries = 5
+
+    public init() {}
+
+    public func validate(_ desired: Ruleset) throws {
+        try desired.validate()
+        for table in desired.tables {
+            let translator = Translator(chainName: { Layout.chainName(table.table, $0) }, sets: desired.sets)
+            for rules in table.chains.values { for rule in rules { _ = try translator.translate(rule) } }
+        }
+    }
+
+    public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
+        try desired.validate()
+        let netlink = try NFNetlink()
+        let table = Layout.tableName(desired.owner)
+        var attempt = 0
+        while true {
+            let generation = try netlink.generation()
+            var plans: [(IPFamily, [Operation])] = []
+            for family in [IPFamily.v4, .v6] {
+                let current = try netlink.snapshot(family: family, table: table)
+                plans.append((family, Planner.plan(DesiredTable(desired, family: family), current)))
+            }
+            var report = Self.report(plans, desired: desired, previous: previous)
+            if plans.allSatisfy({ $0.1.isEmpty }) { return report }
+            let batch = Batch(sequence: netlink.nextSequence())
+            var builder = BatchBuilder(batch: batch, table: table, sets: desired.sets)
+            for (family, operations) in plans { try builder.add(operations, family: family) }
+            for _ in 0..<batch.count { _ = netlink.nextSequence() }
+            guard let failure = try netlink.commit(batch, generation: generation) else { return report }
+            attempt += 1
+            if failure.code == ERESTART && attempt < retries { report = ApplyReport(); continue }
+            throw Self.error(failure, batch: batch)
+        }
+    }
+
+    public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {
+        try desired.validate()
+        let netlink = try NFNetlink()
+        var drift: [TableKey: TableDrift] = [:]
+        for table in desired.tables { drift[table.key] = TableDrift() }
+        for family in [IPFamily.v4, .v6] {
+            let current = try netlink.snapshot(family: family, table: Layout.tableName(desired.owner))
+            for (key, item) in Planner.drift(Planner.plan(DesiredTable(desired, family: family), current), family: family) {
+                drift[key, default: TableDrift()].items.append(item)
+            }
+        }
+        return drift.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
+    }
+
+    public func remove(_ previous: Ruleset) throws -> Bool {
+        let report = try apply(Ruleset(owner: previous.owner), previous: previous)
+        return report.changedAnything
+    }
+
+    public func namespaceHoldsRules() -> Bool {
+        guard let netlink = try? NFNetlink() else { return false }
+        var any = false
+        for family in [UInt16(NFPROTO_IPV4), UInt16(NFPROTO_IPV6), UInt16(NFPROTO_INET)] {
+            try? netlink.request(type: UInt16(NFT_MSG_GETTABLE.rawValue), family: family, flags: UInt16(NLM_F_DUMP), build: { _ in }) { _ in any = true }
+        }
+        return any
+    }
+
+    /// The names of every nf_tables table in the namespace ("ip docknfv", "inet filter"…).
+    public static func tables() -> [String] {
+        guard let netlink = try? NFNetlink() else { return [] }
+        var out: [String] = []
+        try? netlink.request(type: UInt16(NFT_MSG_GETTABLE.rawValue), family: UInt16(NFPROTO_UNSPEC), flags: UInt16(NLM_F_DUMP), build: { _ in }) { nlh in
+            let family = mnl_nlmsg_get_payload(nlh).load(as: UInt8.self)
+            var name = ""
+            NFNetlink.attributes(nlh) { type, payload in if Int(type) == Int(NFTA_TABLE_NAME.rawValue) { name = NFNetlink.string(payload) } }
+            let names: [UInt8: String] = [1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"]
+            out.append("\(names[family] ?? String(family)) \(name)")
+        }
+        return out
+    }
+
+    static func report(_ plans: [(IPFamily, [Operation])], desired: Ruleset, previous: Ruleset) -> ApplyReport {
+        var report = ApplyReport()
+        var changed = Set<TableKey>(), sets = Set<String>()
+        for (family, operations) in plans {
+            for operation in operations {
+                switch operation {
+                case .addChain(let chain, _), .setPolicy(let chain, _), .deleteChain(let chain), .deleteRule(let chain, _), .addRule(let chain, _, _):
+                    if let (table, _) = Layout.split(chain) { changed.insert(TableKey(family, table)) }
+                case .addSet(let name, _), .deleteSet(let name), .addElements(let name, _, _), .deleteElements(let name, _, _):
+                    sets.insert(name)
+                case .addTable, .deleteTable:
+                    break
+                }
+            }
+            if operations.contains(where: { if case .deleteTable = $0 { return true }; return false }) {
+                // The whole table goes: every (family, table) the owner had, or at least the family's filter.
+                let had = previous.tables.map(\.key).filter { $0.family == family }
+                changed.formUnion(had.isEmpty ? [TableKey(family, .filter)] : had)
+            }
+        }
+        report.committed = changed.sorted()
+        report.unchanged = Set(desired.tables.map(\.key)).subtracting(changed).sorted()
+        report.sets = sets.sorted()
+        return report
+    }
+
+    static func error(_ failure: (index: Int, code: Int32), batch: Batch) -> EngineError {
+        let what = failure.index >= 0 ? batch.descriptions[failure.index] : "the batch"
+        let text = String(cString: strerror(failure.code))
+        switch failure.code {
+        case ERESTART, EAGAIN:
+            return EngineError(.busy, "nftables: another program kept changing the ruleset; nothing was changed, try again", cause: KernelErrno(failure.code))
+        case EPERM:
+            return EngineError(.permission, "nftables refused \(what): \(text) (needs CAP_NET_ADMIN); nothing was changed", cause: KernelErrno(failure.code))
+        case EBUSY:
+            return EngineError(.conflict, "nftables refused \(what): \(text) (something else refers to it); nothing was changed", cause: KernelErrno(failure.code))
+        default:
+            return EngineError(.kernel, "nftables refused \(what): \(text); nothing was changed", cause: KernelErrno(failure.code))
+        }
+    }
+}
+
+/// Turns operations into batch messages.
+struct BatchBuilder {
+    let batch: Batch
+    let table: String
+    let sets: [String: SetSpec]
+    /// Set ids for anonymous sets, unique within the batch.
+    var nextSetID: UInt32 = 1
+
+    init(batch: Batch, table: String, sets: [String: SetSpec]) { self.batch = batch; self.table = table; self.sets = sets }
+
+    mutating func add(_ operations: [Operation], family: IPFamily) throws {
+        let nfproto = NFT.family(family)
+        let create = Int32(NLM_F_CREATE)
+        for operation in operations {
+            switch operation {
+            case .addTable:
+                batch.add(NFT_MSG_NEWTABLE, family: nfproto, flags: create, "table \(family) \(table)") { nlh in
+                    let t = nftnl_table_alloc()!; defer { nftnl_table_free(t) }
+                    _ = nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
+                    nftnl_table_nlmsg_build_payload(nlh, t)
+                }
+            case .deleteTable:
+                batch.add(NFT_MSG_DELTABLE, family: nfproto, flags: 0, "deleting table \(family) \(table)") { nlh in
+                    let t = nftnl_table_alloc()!; defer { nftnl_table_free(t) }
+                    _ = nftnl_table_set_str(t, UInt16(NFTNL_TABLE_NAME.rawValue), table)
+                    nftnl_table_nlmsg_build_payload(nlh, t)
+                }
+            case .addChain(let name, let chain), .setPolicy(let name, let chain):
+                batch.add(NFT_MSG_NEWCHAIN, family: nfproto, flags: create, "chain \(name)") { nlh in
+                    let c = nftnl_chain_alloc()!; defer { nftnl_chain_free(c) }
+                    _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
+                    _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue), name)
+                    if let base = chain.base {
+                        nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_HOOKNUM.rawValue), base.hook)
+                        nftnl_chain_set_s32(c, UInt16(NFTNL_CHAIN_PRIO.rawValue), base.priority)
+                        _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TYPE.rawValue), base.type)
+                    }
+                    if let policy = chain.policy { nftnl_chain_set_u32(c, UInt16(NFTNL_CHAIN_POLICY.rawValue), policy) }
+                    nftnl_chain_nlmsg_build_payload(nlh, c)
+                }
+            case .deleteChain(let name):
+                batch.add(NFT_MSG_DELCHAIN, family: nfproto, flags: 0, "deleting chain \(name)") { nlh in
+                    let c = nftnl_chain_alloc()!; defer { nftnl_chain_free(c) }
+                    _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_TABLE.rawValue), table)
+                    _ = nftnl_chain_set_str(c, UInt16(NFTNL_CHAIN_NAME.rawValue), name)
+                    nftnl_chain_nlmsg_build_payload(nlh, c)
+                }
+            case .deleteRule(let chain, let handle):
+                batch.add(NFT_MSG_DELRULE, family: nfproto, flags: 0, "deleting rule \(handle) of \(chain)") { nlh in
+                    let r = nftnl_rule_alloc()!; defer { nftnl_rule_free(r) }
+                    _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+                    _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
+                    nftnl_rule_set_u64(r, UInt16(NFTNL_RULE_HANDLE.rawValue), handle)
+                    nftnl_rule_nlmsg_build_payload(nlh, r)
+                }
+            case .addRule(let chain, let desired, let position):
+                try addRule(chain: chain, desired, position: position, family: family)
+            case .addSet(let name, let shape):
+                // The kernel wants an id with every new set, named or not.
+                addSet(name: name, shape: shape, id: nextSetID, family: family, anonymous: false)
+                nextSetID += 1
+            case .deleteSet(let name):
+                batch.add(NFT_MSG_DELSET, family: nfproto, flags: 0, "deleting set \(name)") { nlh in
+                    let s = nftnl_set_alloc()!; defer { nftnl_set_free(s) }
+                    _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                    _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
+                    nftnl_set_nlmsg_build_payload(nlh, s)
+                }
+            case .addElements(let name, let shape, let ranges):
+                elements(NFT_MSG_NEWSETELEM, name: name, id: nil, shape: shape, ranges: ranges, family: family)
+            case .deleteElements(let name, let shape, let ranges):
+                elements(NFT_MSG_DELSETELEM, name: name, id: nil, shape: shape, ranges: ranges, family: family)
+            }
+        }
+    }
+
+    mutating func addRule(chain: String, _ desired: DesiredTable.DesiredRule, position: Operation.Position, family: IPFamily) throws {
+        let translated = try Translator(chainName: { Layout.chainName(desired.table, $0) }, sets: sets).translate(desired.rule)
+        var setIDs: [UInt32] = []
+        for anonymous in translated.anonymousSets {
+            let id = nextSetID; nextSetID += 1; setIDs.append(id)
+            let shape = SetShape(keyType: anonymous.keyType, keyLength: anonymous.keyLength, interval: true)
+            addSet(name: "__set%d", shape: shape, id: id, family: family, anonymous: true)
+            elements(NFT_MSG_NEWSETELEM, name: "__set%d", id: id, shape: shape, ranges: anonymous.ranges, family: family)
+        }
+        var flags = Int32(NLM_F_CREATE)
+        if position != .before(0) { if case .before = position {} else { flags |= Int32(NLM_F_APPEND) } }
+        let table = self.table
+        batch.add(NFT_MSG_NEWRULE, family: NFT.family(family), flags: flags, "rule -A \(Layout.split(chain)?.1 ?? chain) \(RuleRenderer.render(desired.rule))") { nlh in
+            let r = nftnl_rule_alloc()!; defer { nftnl_rule_free(r) }
+            _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
+            _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)
+            switch position {
+            case .end: break
+            case .after(let handle), .before(let handle): nftnl_rule_set_u64(r, UInt16(NFTNL_RULE_POSITION.rawValue), handle)
+            }
+            ExprEncoder.add(translated.expressions, to: r, anonymousSetIDs: setIDs)
+            let userdata = RuleUserData.encode(comment: translated.comment, fingerprint: desired.fingerprint)
+            _ = userdata.withUnsafeBytes { nftnl_rule_set_data(r, UInt16(NFTNL_RULE_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            nftnl_rule_nlmsg_build_payload(nlh, r)
+        }
+    }
+
+    func addSet(name: String, shape: SetShape, id: UInt32?, family: IPFamily, anonymous: Bool) {
+        let table = self.table
+        batch.add(NFT_MSG_NEWSET, family: NFT.family(family), flags: Int32(NLM_F_CREATE), anonymous ? "a rule's port list" : "set \(name)") { nlh in
+            let s = nftnl_set_alloc()!; defer { nftnl_set_free(s) }
+            _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+            _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FAMILY.rawValue), UInt32(NFT.family(family)))
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_TYPE.rawValue), shape.keyType)
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_KEY_LEN.rawValue), shape.keyLength)
+            var flags: UInt32 = shape.interval ? NFT.setInterval : 0
+            if anonymous { flags |= NFT.setAnonymous | NFT.setConstant }
+            nftnl_set_set_u32(s, UInt16(NFTNL_SET_FLAGS.rawValue), flags)
+            if let id { nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), id) }
+            nftnl_set_nlmsg_build_payload(nlh, s)
+        }
+    }
+
+    /// Elements in messages of at most 512 ranges (each message must fit the batch's headroom).
+    func elements(_ type: nf_tables_msg_types, name: String, id: UInt32?, shape: SetShape, ranges: [(first: [UInt8], last: [UInt8])], family: IPFamily) {
+        let table = self.table
+        var start = 0
+        while start < ranges.count {
+            let chunk = ranges[start..<min(start + 512, ranges.count)]
+            start += chunk.count
+            let verb = type == NFT_MSG_NEWSETELEM ? "adding" : "deleting"
+            batch.add(type, family: NFT.family(family), flags: type == NFT_MSG_NEWSETELEM ? Int32(NLM_F_CREATE) : 0,
+                      "\(verb) \(chunk.count) element(s) of set \(id == nil ? name : "of a rule's port list")") { nlh in
+                let s = nftnl_set_alloc()!; defer { nftnl_set_free(s) }
+                _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
+                _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
+                if let id { nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), id) }
+                for range in chunk {
+                    Self.element(s, key: range.first, end: false)
+                    if shape.interval, let end = Bytes.successor(range.last) { Self.element(s, key: end, end: true) }
+                }
+                nftnl_set_elems_nlmsg_build_payload(nlh, s)
+            }
+        }
+    }
+
+    static func element(_ set: OpaquePointer, key: [UInt8], end: Bool) {
+        let e = nftnl_set_elem_alloc()!
+        _ = key.withUnsafeBytes { nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
+        if end { nftnl_set_elem_set_u32(e, UInt16(NFTNL_SET_ELEM_FLAGS), NFT.elemIntervalEnd) }
+        nftnl_set_elem_add(set, e)
+    }
+}

@@ -1,0 +1,198 @@
+import RuleEngine
+
+/// What one family's table should hold, in kernel names.
+struct DesiredTable {
+    struct DesiredRule {
+        var fingerprint: UInt64
+        var rule: Rule
+        var table: NetfilterTable
+        /// 0-based position in its chain.
+        var index: Int
+    }
+    struct DesiredSet {
+        var shape: SetShape
+        var ranges: [(first: [UInt8], last: [UInt8])]
+    }
+
+    var chains: [String: Snapshot.Chain] = [:]
+    var rules: [String: [DesiredRule]] = [:]
+    var sets: [String: DesiredSet] = [:]
+    var isEmpty: Bool { chains.isEmpty && sets.isEmpty }
+
+    /// The family's part of a ruleset. Built-in chains get a base chain when they have rules or a
+    /// DROP policy (an ACCEPT policy needs no chain: ours accepts by default).
+    init(_ ruleset: Ruleset, family: IPFamily) {
+        for table in ruleset.tables where table.family == family {
+            for builtin in table.table.builtinChains {
+                let rules = table.chains[builtin] ?? []
+                let policy = table.policies[builtin] ?? "ACCEPT"
+                guard !rules.isEmpty || policy != "ACCEPT", let base = Layout.baseChain(table.table, builtin) else { continue }
+                chains[Layout.chainName(table.table, builtin)] = .init(base: base, policy: policy == "DROP" ? 0 : 1)
+            }
+            for user in table.allUserChains { chains[Layout.chainName(table.table, user)] = .init(base: nil, policy: nil) }
+            for (chain, rules) in table.chains where !rules.isEmpty {
+                self.rules[Layout.chainName(table.table, chain)] = rules.enumerated().map {
+                    DesiredRule(fingerprint: Fingerprint.of($0.element), rule: $0.element, table: table.table, index: $0.offset)
+                }
+            }
+        }
+        for (name, spec) in ruleset.sets where spec.family == family {
+            sets[name] = DesiredSet(shape: SetShape(spec), ranges: SetShape.ranges(spec))
+        }
+    }
+}
+
+/// One change to a table, in the order the batch sends them.
+enum Operation {
+    enum Position: Equatable { case end, after(UInt64), before(UInt64) }
+    case addTable
+    case deleteTable
+    case addSet(String, SetShape)
+    case deleteSet(String)
+    case addElements(String, SetShape, [(first: [UInt8], last: [UInt8])])
+    case deleteElements(String, SetShape, [(first: [UInt8], last: [UInt8])])
+    case addChain(String, Snapshot.Chain)
+    case setPolicy(String, Snapshot.Chain)
+    case deleteRule(chain: String, handle: UInt64)
+    case addRule(chain: String, rule: DesiredTable.DesiredRule, position: Position)
+    case deleteChain(String)
+}
+
+/// Pure: the operations that turn `current` into `desired`. Rules are matched by fingerprint:
+/// the common head and tail of a chain stay, only the middle is replaced, so adding or deleting
+/// one rule is one operation whatever the chain's length.
+enum Planner {
+    static func plan(_ desired: DesiredTable, _ current: Snapshot) -> [Operation] {
+        if desired.isEmpty { return current.tableExists ? [.deleteTable] : [] }
+        var head: [Operation] = current.tableExists ? [] : [.addTable]
+        var sets: [Operation] = [], replaced: [Operation] = [], chains: [Operation] = [], deletions: [Operation] = [], additions: [Operation] = [], tail: [Operation] = []
+
+        for name in desired.sets.keys.sorted() {
+            let want = desired.sets[name]!
+            if let have = current.sets[name], have.shape == want.shape {
+                let haveKeys = Set(have.ranges.map { RangeKey($0) }), wantKeys = Set(want.ranges.map { RangeKey($0) })
+                let gone = have.ranges.filter { !wantKeys.contains(RangeKey($0)) }
+                let new = want.ranges.filter { !haveKeys.contains(RangeKey($0)) }
+                if !gone.isEmpty { sets.append(.deleteElements(name, want.shape, gone)) }
+                if !new.isEmpty { sets.append(.addElements(name, want.shape, new)) }
+            } else {
+                if current.sets[name] != nil { sets.append(.deleteSet(name)) }
+                sets.append(.addSet(name, want.shape))
+                if !want.ranges.isEmpty { sets.append(.addElements(name, want.shape, want.ranges)) }
+            }
+        }
+        for name in current.sets.keys.sorted() where desired.sets[name] == nil { tail.append(.deleteSet(name)) }
+
+        var recreated = Set<String>()
+        for name in desired.chains.keys.sorted() {
+            let want = desired.chains[name]!
+            guard let have = current.chains[name] else { chains.append(.addChain(name, want)); continue }
+            if have.base != want.base {
+                // A base chain's hook cannot change in place: replace it (rules and all).
+                replaced.append(.deleteChain(name)); chains.append(.addChain(name, want)); recreated.insert(name)
+            } else if have.policy != want.policy {
+                chains.append(.setPolicy(name, want))
+            }
+        }
+        for name in current.chains.keys.sorted() where desired.chains[name] == nil { tail.insert(.deleteChain(name), at: 0) }
+
+        for name in desired.chains.keys.sorted() {
+            let have = recreated.contains(name) ? [] : current.rules[name] ?? []
+            let (gone, added) = ruleChanges(want: desired.rules[name] ?? [], have: have)
+            deletions += gone.map { .deleteRule(chain: name, handle: $0) }
+            additions += added.map { .addRule(chain: name, rule: $0.0, position: $0.1) }
+        }
+        // Rules in chains that go away are deleted with their chain.
+        return head + sets + replaced + chains + deletions + additions + tail
+    }
+
+    /// The kernel rules to delete (handles) and the desired rules to add (with where), keeping the
+    /// longest run of rules already in place: rules whose fingerprint is unique on both sides are
+    /// anchors, and the longest increasing subsequence of their kernel positions stays untouched.
+    static func ruleChanges(want: [DesiredTable.DesiredRule], have: [Snapshot.KernelRule])
+        -> ([UInt64], [(DesiredTable.DesiredRule, Operation.Position)]) {
+        var haveCount: [UInt64: Int] = [:], wantCount: [UInt64: Int] = [:], havePosition: [UInt64: Int] = [:]
+        for (index, rule) in have.enumerated() {
+            guard let fingerprint = rule.fingerprint else { continue }
+            haveCount[fingerprint, default: 0] += 1
+            havePosition[fingerprint] = index
+        }
+        for rule in want { wantCount[rule.fingerprint, default: 0] += 1 }
+        // (desired index, kernel index) of unique matches, in desired order.
+        let pairs: [(Int, Int)] = want.enumerated().compactMap { index, rule in
+            guard haveCount[rule.fingerprint] == 1, wantCount[rule.fingerprint] == 1, let position = havePosition[rule.fingerprint] else { return nil }
+            return (index, position)
+        }
+        let kept = longestIncreasing(pairs)
+        let keptHave = Set(kept.map(\.1))
+        let gone = have.enumerated().filter { !keptHave.contains($0.offset) }.map(\.element.handle)
+        // desired index → kernel handle of the anchors.
+        var anchorAt: [Int: UInt64] = [:]
+        for (wantIndex, haveIndex) in kept { anchorAt[wantIndex] = have[haveIndex].handle }
+        var added: [(DesiredTable.DesiredRule, Operation.Position)] = []
+        var index = 0
+        while index < want.count {
+            guard anchorAt[index] == nil else { index += 1; continue }
+            var end = index
+            while end < want.count && anchorAt[end] == nil { end += 1 }
+            let run = want[index..<end]
+            if index > 0, let previous = anchorAt[index - 1] {
+                // Each goes right after the anchor before the run: add them last to first.
+                added += run.reversed().map { ($0, .after(previous)) }
+            } else if end < want.count, let next = anchorAt[end] {
+                added += run.map { ($0, .before(next)) }
+            } else {
+                added += run.map { ($0, .end) }
+            }
+            index = end
+        }
+        return (gone, added)
+    }
+
+    /// Longest subsequence of `pairs` (sorted by .0) whose .1 increases (patience sorting).
+    static func longestIncreasing(_ pairs: [(Int, Int)]) -> [(Int, Int)] {
+        var tails: [Int] = [] // index into pairs of the smallest tail of each length
+        var previous = [Int](repeating: -1, count: pairs.count)
+        for (index, pair) in pairs.enumerated() {
+            var low = 0, high = tails.count
+            while low < high {
+                let middle = (low + high) / 2
+                if pairs[tails[middle]].1 < pair.1 { low = middle + 1 } else { high = middle }
+            }
+            if low > 0 { previous[index] = tails[low - 1] }
+            if low == tails.count { tails.append(index) } else { tails[low] = index }
+        }
+        var out: [(Int, Int)] = []
+        var cursor = tails.last ?? -1
+        while cursor >= 0 { out.append(pairs[cursor]); cursor = previous[cursor] }
+        return out.reversed()
+    }
+
+    /// What differs, for `check`.
+    static func drift(_ operations: [Operation], family: IPFamily) -> [(TableKey, DriftItem)] {
+        func key(_ chain: String) -> TableKey { TableKey(family, Layout.split(chain)?.0 ?? .filter) }
+        func user(_ chain: String) -> String { Layout.split(chain)?.1 ?? chain }
+        return operations.compactMap { operation in
+            switch operation {
+            case .addTable: return (TableKey(family, .filter), .missingChain("table"))
+            case .deleteTable: return (TableKey(family, .filter), .unexpectedChain("table (docknfv wants no \(family) rules)"))
+            case .addSet(let name, _): return (TableKey(family, .filter), .missingSet(name))
+            case .deleteSet(let name): return (TableKey(family, .filter), .unexpectedSet(name))
+            case .addElements(let name, _, let ranges): return (TableKey(family, .filter), .setContent(name: name, missing: ranges.count, unexpected: 0))
+            case .deleteElements(let name, _, let ranges): return (TableKey(family, .filter), .setContent(name: name, missing: 0, unexpected: ranges.count))
+            case .addChain(let name, _): return (key(name), .missingChain(name))
+            case .setPolicy(let name, let chain): return (key(name), .policy(chain: user(name), wanted: chain.policy == 0 ? "DROP" : "ACCEPT"))
+            case .deleteChain(let name): return (key(name), .unexpectedChain(name))
+            case .deleteRule(let chain, _): return (key(chain), .unexpectedRules(chain: chain, count: 1))
+            case .addRule(let chain, let rule, _):
+                return (key(chain), .missingRule(chain: user(chain), position: rule.index + 1, rule: RuleRenderer.render(rule.rule)))
+            }
+        }
+    }
+}
+
+/// A range as a hashable value.
+struct RangeKey: Hashable {
+    var first: [UInt8], last: [UInt8]
+    init(_ range: (first: [UInt8], last: [UInt8])) { first = range.first; last = range.last }
+}

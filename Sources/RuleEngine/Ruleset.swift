@@ -1,0 +1,130 @@
+@_exported import Rules
+
+/// (family, table): the unit a ruleset is organised by (and the unit libiptc commits).
+public struct TableKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var family: IPFamily
+    public var table: NetfilterTable
+    public init(_ family: IPFamily, _ table: NetfilterTable) { self.family = family; self.table = table }
+    public var description: String { "\(family)/\(table.rawValue)" }
+    public static func < (a: TableKey, b: TableKey) -> Bool {
+        (a.family == .v4 ? 0 : 1, a.table) < (b.family == .v4 ? 0 : 1, b.table)
+    }
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/").map(String.init)
+        guard parts.count == 2, let family = IPFamily(rawValue: parts[0]), let table = NetfilterTable(rawValue: parts[1]) else { return nil }
+        self.init(family, table)
+    }
+}
+
+/// What an owner wants in one (family, table): its rules per chain (built-in or its own user
+/// chains) and the policies it sets on built-in chains.
+public struct TableRules: Sendable, Equatable {
+    public var family: IPFamily
+    public var table: NetfilterTable
+    /// Chain name (as the user knows it: `FORWARD`, `MYCHAIN`) → rules in order.
+    public var chains: [String: [Rule]]
+    /// User chains that exist even without rules (jump targets).
+    public var userChains: Set<String>
+    public var policies: [String: String]
+
+    public init(family: IPFamily, table: NetfilterTable, chains: [String: [Rule]] = [:], userChains: Set<String> = [],
+                policies: [String: String] = [:]) {
+        self.family = family
+        self.table = table
+        self.chains = chains
+        self.userChains = userChains
+        self.policies = policies
+    }
+
+    public var key: TableKey { TableKey(family, table) }
+    public var isEmpty: Bool { chains.values.allSatisfy(\.isEmpty) && userChains.isEmpty && policies.isEmpty }
+
+    /// User chains: those with rules that are not built-in, and the declared ones.
+    public var allUserChains: [String] {
+        Set(chains.keys).union(userChains).subtracting(table.builtinChains).sorted()
+    }
+}
+
+/// A set docknfv owns (an ipset with the x_tables backend, an nftables set with nftables).
+public struct SetSpec: Sendable, Equatable {
+    public var type: SetType
+    public var family: IPFamily
+    public var entries: [SetEntry]
+    public init(type: SetType, family: IPFamily, entries: [SetEntry] = []) {
+        self.type = type
+        self.family = family
+        self.entries = entries
+    }
+}
+
+/// Who a ruleset belongs to. Each owner's objects are kept apart from every other owner's, so one
+/// owner's apply or remove never touches another's (or anything docknfv does not own).
+public struct Owner: Hashable, Sendable, CustomStringConvertible {
+    /// Letters, digits, `-` and `_`; at most 32 characters.
+    public let name: String
+    /// docknfvctl's rules in a network namespace (and docknfv-init's re-application of them).
+    public static let cli = Owner(validated: "cli")
+
+    public init(_ name: String) throws {
+        guard !name.isEmpty, name.utf8.count <= 32, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
+            throw EngineError(.invalidInput, "owner \(RuleEngineText.quoted(name)): 1 to 32 letters, digits, - or _")
+        }
+        self.name = name
+    }
+    init(validated name: String) { self.name = name }
+    public var description: String { name }
+}
+
+/// Everything one owner wants the kernel to hold: rules, chains and policies per (family, table),
+/// and the sets its rules match on.
+public struct Ruleset: Sendable, Equatable {
+    public var owner: Owner
+    public var tables: [TableRules]
+    public var sets: [String: SetSpec]
+
+    public init(owner: Owner = .cli, tables: [TableRules] = [], sets: [String: SetSpec] = [:]) {
+        self.owner = owner
+        self.tables = tables
+        self.sets = sets
+    }
+
+    public var isEmpty: Bool { tables.allSatisfy(\.isEmpty) && sets.isEmpty }
+
+    public func table(_ key: TableKey) -> TableRules? { tables.first { $0.key == key } }
+
+    /// The sets rules refer to by name.
+    public var referencedSets: Set<String> {
+        var names = Set<String>()
+        for table in tables { for rules in table.chains.values { for rule in rules { for case .set(let s) in rule.matches { names.insert(s.name) } } } }
+        return names
+    }
+
+    /// Checks that hold whatever the backend: jumps lead to chains the table has, targets are
+    /// allowed in their table. Both backends call this first, so they refuse with the same words.
+    public func validate() throws {
+        for table in tables {
+            let known = Set(table.allUserChains)
+            for (_, rules) in table.chains {
+                for rule in rules {
+                    if let jump = rule.target.chain, !known.contains(jump) {
+                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": jumps to chain \(jump), which docknfv does not have")
+                    }
+                    if let allowed = rule.target.allowedTables, !allowed.contains(table.table) {
+                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": target \(RuleRenderer.targetName(rule.target)) is not allowed in table \(table.table.rawValue)")
+                    }
+                }
+            }
+        }
+    }
+}
+
+enum RuleEngineText {
+    /// A name for a message: quoted, control characters escaped, at most 64 characters.
+    static func quoted(_ text: String) -> String {
+        var out = ""
+        for scalar in text.unicodeScalars.prefix(64) {
+            if scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\"" { out += "\\u{\(String(scalar.value, radix: 16))}" } else { out.unicodeScalars.append(scalar) }
+        }
+        return "\"" + out + (text.unicodeScalars.count > 64 ? "…" : "") + "\""
+    }
+}
