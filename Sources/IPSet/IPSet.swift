@@ -1,17 +1,12 @@
 import CIPSetShim
-import NetTypes
+import RuleEngine
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The set types docknfv manages, with the revision it creates them at: one every kernel since 4.x
-/// and the ipset 7 tools understand (newer revisions may be unknown to the tools, so `ipset list`
-/// could not show them).
-public enum SetType: String, Sendable, CaseIterable, Codable {
-    case hashNet = "hash:net"
-    case hashIP = "hash:ip"
-    case hashIPPort = "hash:ip,port"
-
+extension SetType {
+    /// The revision docknfv creates sets at: one every kernel since 4.x and the ipset 7 tools
+    /// understand (newer revisions may be unknown to the tools, so `ipset list` could not show them).
     var revision: UInt8 {
         switch self {
         case .hashNet: return 6
@@ -21,52 +16,7 @@ public enum SetType: String, Sendable, CaseIterable, Codable {
     }
 }
 
-/// One element: `10.0.0.0/8` (hash:net), `10.0.0.1` (hash:ip), `10.0.0.1,tcp:80` (hash:ip,port).
-public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
-    public var address: IPAddress
-    public var prefixLength: Int?
-    public var proto: UInt8?
-    public var port: UInt16?
-
-    public init(address: IPAddress, prefixLength: Int? = nil, proto: UInt8? = nil, port: UInt16? = nil) {
-        self.address = address
-        self.prefixLength = prefixLength
-        self.proto = proto
-        self.port = port
-    }
-
-    /// Parses an element for a set of `type`; nil when it does not fit.
-    public init?(_ text: String, type: SetType) {
-        switch type {
-        case .hashNet:
-            guard let prefix = IPPrefix(text), prefix.length > 0 else { return nil }
-            self.init(address: prefix.network.address, prefixLength: prefix.isHost ? nil : prefix.length)
-        case .hashIP:
-            guard let address = IPAddress(text) else { return nil }
-            self.init(address: address)
-        case .hashIPPort:
-            let parts = text.split(separator: ",", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let address = IPAddress(parts[0]) else { return nil }
-            let portParts = parts[1].split(separator: ":", maxSplits: 1).map(String.init)
-            let protoName = portParts.count == 2 ? portParts[0].lowercased() : "tcp"
-            let protos: [String: UInt8] = ["tcp": 6, "udp": 17, "sctp": 132, "udplite": 136]
-            guard let proto = protos[protoName], let port = UInt16(portParts.last!) else { return nil }
-            self.init(address: address, proto: proto, port: port)
-        }
-    }
-
-    public var family: IPFamily { address.family }
-
-    public var description: String {
-        var text = address.description
-        if let prefixLength, prefixLength != address.family.bitCount { text += "/\(prefixLength)" }
-        if let proto, let port {
-            let names: [UInt8: String] = [6: "tcp", 17: "udp", 132: "sctp", 136: "udplite"]
-            text += ",\(names[proto] ?? String(proto)):\(port)"
-        }
-        return text
-    }
-
+extension SetEntry {
     var raw: dnfv_ipset_elem {
         var elem = dnfv_ipset_elem()
         withUnsafeMutableBytes(of: &elem.addr) { buffer in for (i, b) in address.bytes.enumerated() { buffer[i] = b } }
@@ -77,7 +27,7 @@ public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
     }
 }
 
-public struct IPSetError: Error, Equatable, CustomStringConvertible {
+public struct IPSetError: Error, Equatable, Sendable, CustomStringConvertible {
     public var operation: String
     public var set: String
     public var code: Int32
@@ -162,13 +112,25 @@ public enum IPSet {
 
     public static func exists(_ name: String) -> Bool { (try? list(name)) != nil }
 
+    /// Prefix of docknfv's temporary sets. A set with this prefix is docknfv's by construction
+    /// (no user name can be given to docknfvctl with it), so leftovers of a killed run may go.
+    public static let temporaryPrefix = "dnfv~tmp~"
+
     /// Makes `name` hold exactly `entries`, atomically for packet matching: the new content is built
-    /// in a temporary set and swapped in, so rules never see a half-filled set.
+    /// in a temporary set of docknfv's own (a fresh name, created exclusively, so an existing set is
+    /// never reused or destroyed) and swapped in, so rules never see a half-filled set.
     public static func replace(_ name: String, type: SetType, family: IPFamily, entries: [SetEntry]) throws {
         try validate(name)
-        let temporary = String(name.prefix(IPSet.maxNameLength - 4)) + "-tmp"
-        if exists(temporary) { try destroy(temporary) }
-        try create(temporary, type: type, family: family, maxElements: UInt32(Swift.max(65536, entries.count)))
+        var temporary = ""
+        for attempt in 0..<8 {
+            temporary = temporaryPrefix + String(UInt32.random(in: 0...UInt32.max), radix: 16)
+            do {
+                try create(temporary, type: type, family: family, maxElements: UInt32(Swift.max(65536, entries.count)))
+                break
+            } catch let error as IPSetError where error.isExist && attempt < 7 {
+                continue // someone else's set has that name: leave it alone, pick another
+            }
+        }
         do {
             try add(temporary, family: family, entries)
             if exists(name) {
@@ -181,6 +143,11 @@ public enum IPSet {
             try? destroy(temporary)
             throw error
         }
+    }
+
+    /// Destroys temporary sets a killed run left behind (those not in use by any rule).
+    public static func removeLeftoverTemporaries() {
+        for name in (try? names()) ?? [] where name.hasPrefix(temporaryPrefix) { try? destroy(name) }
     }
 
     public static let maxNameLength = 31

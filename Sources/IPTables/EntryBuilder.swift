@@ -5,7 +5,7 @@ import Glibc
 #endif
 
 /// Errors of the libiptc backend. Each names the rule, chain or table concerned.
-public enum IPTablesError: Error, Equatable, CustomStringConvertible {
+public enum IPTablesError: Error, Equatable, Sendable, CustomStringConvertible {
     case build(rule: String, reason: String)
     case libiptc(call: String, object: String, message: String, errno: Int32)
     case lockTimeout(path: String, seconds: Double)

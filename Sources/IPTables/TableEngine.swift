@@ -1,5 +1,5 @@
 import CNetfilterShim
-import Rules
+import RuleEngine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -29,34 +29,12 @@ public final class XtablesLock {
     deinit { close(fd) } // closing releases the flock
 }
 
-/// What docknfv wants in one (family, table): its rules per chain (built-in or its own user
-/// chains) and the policies it sets on built-in chains.
-public struct TableRules: Sendable, Equatable {
-    public var family: IPFamily
-    public var table: NetfilterTable
-    /// Chain name (as the user knows it: `FORWARD`, `MYCHAIN`) → rules in order.
-    public var chains: [String: [Rule]]
-    /// User chains that exist even without rules (jump targets).
-    public var userChains: Set<String>
-    public var policies: [String: String]
-
-    public init(family: IPFamily, table: NetfilterTable, chains: [String: [Rule]] = [:], userChains: Set<String> = [],
-                policies: [String: String] = [:]) {
-        self.family = family
-        self.table = table
-        self.chains = chains
-        self.userChains = userChains
-        self.policies = policies
-    }
-
-    public var isEmpty: Bool { chains.values.allSatisfy(\.isEmpty) && userChains.isEmpty && policies.isEmpty }
-
+extension TableRules {
     /// Every kernel chain docknfv owns for this table: `DNFV-<chain>` for built-ins with rules and
     /// for every user chain.
     var ownedChains: [String] {
         let builtins = table.builtinChains.filter { !(chains[$0] ?? []).isEmpty }
-        let users = Set(chains.keys).union(userChains).subtracting(table.builtinChains)
-        return (builtins + users.sorted()).map(ChainNames.owned)
+        return (builtins + allUserChains).map(ChainNames.owned)
     }
 
     /// The comment on docknfv's jump rules, so `iptables -S` shows who put them there.
@@ -65,13 +43,6 @@ public struct TableRules: Sendable, Equatable {
     func jumpRule(to builtin: String) -> Rule {
         Rule(family: family, matches: [.comment(Self.jumpComment)], target: .jump(ChainNames.owned(builtin)))
     }
-}
-
-/// What the kernel holds that differs from the desired state.
-public struct TableDrift: Sendable, Equatable {
-    public var missing: [String] = []
-    public var unexpected: [String] = []
-    public var isEmpty: Bool { missing.isEmpty && unexpected.isEmpty }
 }
 
 /// Applies, checks and removes docknfv's rules in one (family, table) through libiptc, in the
@@ -252,14 +223,14 @@ public struct TableEngine {
         var drift = TableDrift()
         let owned = Set(kernelChains(handle, family: family).filter(ChainNames.isOwned))
         let wanted = Set(desired.ownedChains)
-        for chain in owned.subtracting(wanted).sorted() { drift.unexpected.append("chain \(chain)") }
+        for chain in owned.subtracting(wanted).sorted() { drift.items.append(.unexpectedChain(chain)) }
         for kernelChain in desired.ownedChains {
             let chain = ChainNames.userChain(ofOwned: kernelChain)!
             let want = built[chain] ?? []
             guard owned.contains(kernelChain) else {
-                drift.missing.append("chain \(kernelChain)")
+                drift.items.append(.missingChain(kernelChain))
                 if firstOnly { return drift }
-                drift.missing += want.map { "-A \(chain) \($0.rule.map(RuleRenderer.render) ?? "")" }
+                drift.items += want.enumerated().map { .missingRule(chain: chain, position: $0.offset + 1, rule: $0.element.rule.map(RuleRenderer.render) ?? "") }
                 continue
             }
             let have = rules(family, kernelChain, handle)
@@ -268,21 +239,21 @@ public struct TableEngine {
                     dnfv_entry_equal(family.addressFamily, raw.baseAddress, rule.target, have[index].entry, have[index].target) == 1
                 }
                 if !same {
-                    drift.missing.append("-A \(chain) \(rule.rule.map(RuleRenderer.render) ?? "") (position \(index + 1))")
+                    drift.items.append(.missingRule(chain: chain, position: index + 1, rule: rule.rule.map(RuleRenderer.render) ?? ""))
                     if firstOnly { return drift }
                 }
             }
-            if have.count > want.count { drift.unexpected.append("\(have.count - want.count) extra rule(s) in \(kernelChain)") }
+            if have.count > want.count { drift.items.append(.unexpectedRules(chain: kernelChain, count: have.count - want.count)) }
         }
         let jumpsByChain = Dictionary(uniqueKeysWithValues: jumpPositions(family, handle, table: desired.table))
         for builtin in desired.table.builtinChains {
             let jumps = jumpsByChain[builtin] ?? []
             let wantJump = !(desired.chains[builtin] ?? []).isEmpty
-            if wantJump && jumps != [0] { drift.missing.append("jump from \(builtin) to \(ChainNames.owned(builtin)) as its first rule") }
-            if !wantJump && !jumps.isEmpty { drift.unexpected.append("jump from \(builtin) to a docknfv chain") }
+            if wantJump && jumps != [0] { drift.items.append(.missingJump(from: builtin)) }
+            if !wantJump && !jumps.isEmpty { drift.items.append(.unexpectedJump(from: builtin)) }
         }
         for (chain, wantedPolicy) in desired.policies.sorted(by: { $0.key < $1.key }) where policy(family, chain, handle) != wantedPolicy {
-            drift.missing.append("policy \(chain) \(wantedPolicy)")
+            drift.items.append(.policy(chain: chain, wanted: wantedPolicy))
         }
         return drift
     }
@@ -337,5 +308,37 @@ public struct TableEngine {
         for (chain, value) in desired.policies where policy(family, chain, handle) != value {
             try call("iptc_set_policy", "\(chain) \(value)", family) { dnfv_tc_set_policy(family.addressFamily, chain, value, handle) }
         }
+    }
+}
+
+extension TableEngine {
+    /// Whether legacy x_tables holds any rule, user chain or non-ACCEPT policy in this namespace
+    /// (anyone's). Only tables the namespace has instantiated are read, so none is created.
+    public func holdsAnyRules() -> Bool {
+        for (family, file) in [(IPFamily.v4, "ip_tables_names"), (.v6, "ip6_tables_names")] {
+            for name in Self.lines("/proc/thread-self/net/\(file)") {
+                guard let table = NetfilterTable(rawValue: name) else { continue }
+                let busy = (try? readTable(family, table) { handle -> Bool in
+                    kernelChains(handle, family: family).contains { chain in
+                        !table.builtinChains.contains(chain) || !rules(family, chain, handle).isEmpty
+                            || (policy(family, chain, handle) ?? "ACCEPT") != "ACCEPT"
+                    }
+                }) ?? false
+                if busy { return true }
+            }
+        }
+        return false
+    }
+
+    static func lines(_ path: String) -> [String] {
+        guard let file = fopen(path, "r") else { return [] }
+        defer { fclose(file) }
+        var out: [String] = []
+        var buffer = [CChar](repeating: 0, count: 256)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            let line = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if !line.isEmpty { out.append(line) }
+        }
+        return out
     }
 }

@@ -1,0 +1,143 @@
+import IPSet
+import RuleEngine
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The x_tables backend: docknfv's rules in legacy x_tables through libiptc (one commit per
+/// family and table, under the xtables lock), its sets as ipsets over nfnetlink. Only the default
+/// owner is supported: x_tables has no tables of docknfv's own to keep owners apart.
+public struct XTablesBackend: RuleBackend {
+    public var kind: BackendKind { .iptables }
+    public var name: String { "legacy x_tables through libiptc (chains DNFV-*), ipsets" }
+    public var engine = TableEngine()
+
+    public init() {}
+
+    public func validate(_ desired: Ruleset) throws {
+        try requireDefaultOwner(desired.owner)
+        try desired.validate()
+        for table in desired.tables { _ = try wrap { try engine.validate(table) } }
+    }
+
+    public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
+        try validate(desired)
+        var tables = desired.tables
+        // A rule may only match on a set docknfv manages (or one that exists already).
+        for name in desired.referencedSets.sorted() where desired.sets[name] == nil && !IPSet.exists(name) {
+            throw EngineError(.invalidInput, "ipset \(name) does not exist (create it with docknfvctl ipset create)")
+        }
+        // Tables the previous ruleset used but this one does not: apply them empty (cleans them up).
+        let wanted = Set(tables.map(\.key))
+        for stale in previous.tables where !wanted.contains(stale.key) { tables.append(TableRules(family: stale.family, table: stale.table)) }
+        // Policies docknfv set before and no longer wants go back to the kernel default, ACCEPT.
+        for old in previous.tables {
+            for chain in old.policies.keys {
+                guard let index = tables.firstIndex(where: { $0.key == old.key }), tables[index].policies[chain] == nil else { continue }
+                tables[index].policies[chain] = "ACCEPT"
+            }
+        }
+        IPSet.removeLeftoverTemporaries()
+        var report = ApplyReport()
+        // Sets first: rules that match on them need them to exist.
+        var refilled: [String] = []
+        do {
+            for (name, spec) in desired.sets.sorted(by: { $0.key < $1.key }) where !Self.kernelHolds(name, spec) {
+                try IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries)
+                refilled.append(name)
+                report.sets.append(name)
+            }
+        } catch {
+            restoreSets(refilled, previous: previous)
+            throw Self.engineError(error)
+        }
+        let before = Dictionary(uniqueKeysWithValues: previous.tables.map { ($0.key, $0) })
+        for table in tables.sorted(by: { $0.key < $1.key }) {
+            do {
+                if try engine.apply(table) { report.committed.append(table.key) } else { report.unchanged.append(table.key) }
+            } catch {
+                for done in report.committed.reversed() { _ = try? engine.apply(before[done] ?? TableRules(family: done.family, table: done.table)) }
+                restoreSets(refilled, previous: previous)
+                throw Self.engineError(error)
+            }
+        }
+        // Sets no longer wanted go last, once no docknfv rule refers to them.
+        for name in previous.sets.keys.sorted() where desired.sets[name] == nil && IPSet.exists(name) {
+            try wrap { try IPSet.destroy(name) }
+            report.sets.append(name)
+        }
+        return report
+    }
+
+    public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {
+        try validate(desired)
+        var out = try desired.tables.map { table in (table.key, try wrap { try engine.check(table) }) }
+        for (name, spec) in desired.sets.sorted(by: { $0.key < $1.key }) {
+            let key = TableKey(spec.family, .filter)
+            let item: DriftItem
+            if let listing = try? IPSet.list(name) {
+                guard listing.type != spec.type.rawValue || listing.family != spec.family || Set(listing.entries) != Set(spec.entries) else { continue }
+                let have = Set(listing.entries), want = Set(spec.entries)
+                item = .setContent(name: name, missing: want.subtracting(have).count, unexpected: have.subtracting(want).count)
+            } else {
+                item = .missingSet(name)
+            }
+            if let index = out.firstIndex(where: { $0.0 == key }) { out[index].1.items.append(item) } else { out.append((key, TableDrift(items: [item]))) }
+        }
+        return out
+    }
+
+    public func remove(_ previous: Ruleset) throws -> Bool {
+        try requireDefaultOwner(previous.owner)
+        var changed = false
+        for table in previous.tables {
+            changed = try wrap { try engine.remove(family: table.family, table: table.table, policies: Array(table.policies.keys)) } || changed
+        }
+        for name in previous.sets.keys.sorted() where IPSet.exists(name) {
+            try wrap { try IPSet.destroy(name) }
+            changed = true
+        }
+        return changed
+    }
+
+    public func namespaceHoldsRules() -> Bool { engine.holdsAnyRules() }
+
+    func requireDefaultOwner(_ owner: Owner) throws {
+        guard owner == .cli else { throw EngineError(.unsupported, "the x_tables backend keeps only docknfvctl's rules; owner \(owner) needs --backend nftables") }
+    }
+
+    static func kernelHolds(_ name: String, _ spec: SetSpec) -> Bool {
+        guard let listing = try? IPSet.list(name) else { return false }
+        return listing.type == spec.type.rawValue && listing.family == spec.family && Set(listing.entries) == Set(spec.entries)
+    }
+
+    func restoreSets(_ names: [String], previous: Ruleset) {
+        for name in names {
+            if let spec = previous.sets[name] { try? IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries) }
+            else { try? IPSet.destroy(name) }
+        }
+    }
+
+    func wrap<T>(_ body: () throws -> T) throws -> T {
+        do { return try body() } catch { throw Self.engineError(error) }
+    }
+
+    /// The backend's errors as the engine's one error type.
+    static func engineError(_ error: any Error) -> EngineError {
+        if let error = error as? EngineError { return error }
+        if let error = error as? IPTablesError {
+            switch error {
+            case .build, .unknownChain, .targetNotAllowed: return EngineError(.invalidInput, error.description, cause: error)
+            case .lockTimeout: return EngineError(.busy, error.description, cause: error)
+            case .foreignReference: return EngineError(.conflict, error.description, cause: error)
+            case .lock: return EngineError(.io, error.description, cause: error)
+            case .libiptc(_, _, _, let errno):
+                return EngineError(errno == EPERM || errno == EACCES ? .permission : errno == EAGAIN ? .busy : .kernel, error.description, cause: error)
+            }
+        }
+        if let error = error as? IPSetError {
+            return EngineError(error.code == EPERM ? .permission : .kernel, error.description, cause: error)
+        }
+        return EngineError(.kernel, "\(error)")
+    }
+}
