@@ -2,27 +2,6 @@ import DHCPRoutes
 import Routing
 import StateFiles
 
-/// Settings of docknfv-dhcp-hook (command-line options and `DOCKNFV_*` variables).
-public struct HookOptions: Sendable, Equatable {
-    public var pushFile: String
-    /// How to tell OpenVPN; nil = only write the file.
-    public var control: OpenVPNControl?
-    /// Push a DHCP default route as `redirect-gateway def1`.
-    public var redirectGateway: Bool
-    /// Install the routes in the container's main table through the DHCP interface.
-    public var installRoutes: Bool
-
-    public static let defaultPushFile = "/etc/openvpn/docknfv-routes.conf"
-
-    public init(pushFile: String = defaultPushFile, control: OpenVPNControl? = nil, redirectGateway: Bool = false,
-                installRoutes: Bool = true) {
-        self.pushFile = pushFile
-        self.control = control
-        self.redirectGateway = redirectGateway
-        self.installRoutes = installRoutes
-    }
-}
-
 public enum HookError: Error, Equatable, CustomStringConvertible {
     case missingVariable(String)
     case unknownReason(String)
@@ -30,6 +9,9 @@ public enum HookError: Error, Equatable, CustomStringConvertible {
     case lease(LeaseError)
     case routes(step: String, cause: String)
     case pushFile(String)
+    case invalidSetting(name: String, value: String, reason: String)
+    /// A termination signal arrived before the push file was replaced: routes were rolled back.
+    case interrupted(signal: Int32)
 
     public var description: String {
         switch self {
@@ -39,6 +21,10 @@ public enum HookError: Error, Equatable, CustomStringConvertible {
         case .lease(let error): return "\(error); nothing was changed"
         case .routes(let step, let cause): return "installing routes failed at \(step): \(cause); routes and push file left as they were"
         case .pushFile(let cause): return "writing the push file failed: \(cause); routes rolled back, file left as it was"
+        case .invalidSetting(let name, let value, let reason):
+            return value.isEmpty ? "\(name) \(reason)" : "\(name) = \"\(value)\": \(reason)"
+        case .interrupted(let signal):
+            return "stopped by \(TerminationSignals.name(signal)) before the push file was replaced; routes rolled back, push file left as it was"
         }
     }
 }
@@ -57,10 +43,20 @@ public struct HookOutcome: Sendable, Equatable {
 public struct DHCPHookRunner {
     public var options: HookOptions
     public var log: (String) -> Void
+    /// Polled between steps until the push file is replaced: a signal number stops the run and
+    /// rolls back (the executable passes `TerminationSignals.take`).
+    public var interrupted: () -> Int32?
 
-    public init(options: HookOptions, log: @escaping (String) -> Void) {
+    public init(options: HookOptions, log: @escaping (String) -> Void, interrupted: @escaping () -> Int32? = { nil }) {
         self.options = options
         self.log = log
+        self.interrupted = interrupted
+    }
+
+    typealias Journal = [(undo: () throws -> Void, what: String)]
+
+    func checkInterrupted() throws(HookError) {
+        if let signal = interrupted() { throw .interrupted(signal: signal) }
     }
 
     public func run(environment env: [String: String], backend: @autoclosure () throws -> any RoutingBackend) throws -> HookOutcome {
@@ -91,27 +87,22 @@ public struct DHCPHookRunner {
             log("\(reason) on \(interface): withdrawing pushed routes")
         }
 
-        var journal: [(undo: () throws -> Void, what: String)] = []
-        let engine: RoutingOperations? = options.installRoutes ? RoutingOperations(try backend()) : nil
-        if let engine {
-            do {
-                try syncRoutes(routes, interface: interface, engine: engine, journal: &journal, outcome: &outcome)
-            } catch let error as HookError {
-                undo(journal)
-                throw error
-            }
-        }
-
+        var journal: Journal = []
+        let backend = options.installRoutes ? try backend() : nil
         let previous: String?
-        do { previous = try AtomicFile.readString(options.pushFile) } catch {
-            undo(journal)
-            throw HookError.pushFile(String(describing: error))
-        }
-        if previous != content {
-            do { try AtomicFile.write(options.pushFile, string: content) } catch {
-                undo(journal)
-                throw HookError.pushFile(String(describing: error))
+        do {
+            if let backend { try syncRoutes(routes, interface: interface, backend: backend, journal: &journal, outcome: &outcome) }
+            do { previous = try AtomicFile.readString(options.pushFile) } catch { throw HookError.pushFile(String(describing: error)) }
+            if previous != content {
+                try checkInterrupted()
+                do { try AtomicFile.write(options.pushFile, string: content) } catch { throw HookError.pushFile(String(describing: error)) }
             }
+        } catch let error as HookError {
+            undo(journal)
+            throw error
+        }
+        // From here on the run is complete: a signal arriving now lets it finish.
+        if previous != content {
             outcome.fileChanged = true
             logDiff(old: previous, new: content)
             if let control = options.control {
@@ -132,41 +123,72 @@ public struct DHCPHookRunner {
     }
 
     /// Makes the main table hold exactly `routes` (but the default route) via `interface`, among
-    /// the routes docknfv owns there.
-    func syncRoutes(_ routes: [ClasslessRoute], interface: String, engine: RoutingOperations,
-                    journal: inout [(undo: () throws -> Void, what: String)], outcome: inout HookOutcome) throws {
+    /// the routes docknfv owns there. The table is listed once and indexed by slot, so N routes
+    /// cost N kernel writes and no per-route dump.
+    func syncRoutes(_ routes: [ClasslessRoute], interface: String, backend: any RoutingBackend,
+                    journal: inout Journal, outcome: inout HookOutcome) throws(HookError) {
         let desired = routes.filter { !$0.destination.isDefault }.map { route in
             Route(table: RoutingTable.main, destination: route.destination, gateway: route.gateway, interface: interface)
         }
         if routes.contains(where: { $0.destination.isDefault }) {
             log("not installing the DHCP default route: the container's default route belongs to the right side")
         }
-        var step = ""
+        var step = "listing the main table"
         do {
+            let existing = try backend.routes(family: .v4, table: RoutingTable.main)
+            var bySlot: [Slot: Route] = [:]
+            for route in existing { bySlot[Slot(route)] = bySlot[Slot(route)] ?? route }
             for route in desired {
                 step = "route \(route)"
-                if try engine.ensure(route) == .created {
-                    journal.append((undo: { try engine.remove(route) }, what: "added \(route)"))
+                let current = bySlot[Slot(route)]
+                if current?.sameEffect(as: route) == true { continue }
+                try checkInterrupted()
+                if let current {
+                    // Same rule as RoutingOperations.ensure: only docknfv's own route may be replaced.
+                    guard current.protocol == route.protocol else {
+                        throw RoutingError.conflict(wanted: "route \(route)", existing: "route \(current)")
+                    }
+                    try backend.addRoute(route, replace: true)
+                    journal.append((undo: { try backend.addRoute(current, replace: true) }, what: "replaced \(current)"))
+                    outcome.routesAdded.append(route.description)
+                    log("replaced route \(current) with \(route)")
+                } else {
+                    try backend.addRoute(route, replace: false)
+                    journal.append((undo: { try backend.deleteRoute(route) }, what: "added \(route)"))
                     outcome.routesAdded.append(route.description)
                     log("installed route \(route)")
                 }
             }
-            let owned = try engine.backend.routes(family: .v4, table: RoutingTable.main).filter {
-                $0.protocol == docknfvRouteProtocol && $0.interface == interface && !$0.destination.isDefault
+            let wanted = Set(desired.map(Slot.init))
+            let stale = existing.filter {
+                $0.protocol == docknfvRouteProtocol && $0.interface == interface && !$0.destination.isDefault && !wanted.contains(Slot($0))
             }
-            for route in owned where !desired.contains(where: { $0.sameEffect(as: route) }) {
+            for route in stale {
                 step = "removing route \(route)"
-                try engine.backend.deleteRoute(route)
-                journal.append((undo: { try engine.backend.addRoute(route, replace: false) }, what: "removed \(route)"))
+                try checkInterrupted()
+                try backend.deleteRoute(route)
+                journal.append((undo: { try backend.addRoute(route, replace: false) }, what: "removed \(route)"))
                 outcome.routesRemoved.append(route.description)
                 log("removed route \(route)")
             }
+        } catch let error as HookError {
+            throw error
         } catch {
-            throw HookError.routes(step: step, cause: String(describing: error))
+            throw .routes(step: step, cause: String(describing: error))
         }
     }
 
-    func undo(_ journal: [(undo: () throws -> Void, what: String)]) {
+    /// A route's slot in the main table (see `Route.sameSlot`).
+    struct Slot: Hashable {
+        var destination: IPPrefix
+        var metric: UInt32
+        init(_ route: Route) {
+            destination = route.destination.network
+            metric = route.effectiveMetric
+        }
+    }
+
+    func undo(_ journal: Journal) {
         for entry in journal.reversed() {
             do { try entry.undo() } catch { log("rollback of \(entry.what) failed: \(error)") }
         }

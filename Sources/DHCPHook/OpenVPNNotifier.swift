@@ -63,7 +63,29 @@ public enum OpenVPNNotifier {
         guard let pid = Int32(text.filter { !$0.isWhitespace }), pid > 1 else {
             throw .failed(target: target, reason: "no pid in the file")
         }
+        guard let program = program(of: pid) else {
+            throw .failed(target: target, reason: "pid \(pid) is not running (stale pid file?)")
+        }
+        guard program == "openvpn" else {
+            throw .failed(target: target, reason: "pid \(pid) is \(program), not openvpn; not signalling it")
+        }
         guard kill(pid, SIGHUP) == 0 else { throw .failed(target: target, reason: "kill \(pid): \(String(cString: strerror(errno)))") }
+    }
+
+    /// The program a pid runs: the name of /proc/PID/exe (which the process cannot rename), or
+    /// /proc/PID/comm when exe is unreadable; nil when the process does not exist.
+    static func program(of pid: pid_t) -> String? {
+        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+        let count = readlink("/proc/\(pid)/exe", &buffer, buffer.count - 1)
+        if count > 0 {
+            var path = String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if path.hasSuffix(" (deleted)") { path.removeLast(" (deleted)".count) } // replaced by an upgrade
+            return String(path.split(separator: "/").last ?? "")
+        }
+        guard let file = fopen("/proc/\(pid)/comm", "r") else { return nil }
+        defer { fclose(file) }
+        guard fgets(&buffer, Int32(buffer.count), file) != nil else { return nil }
+        return String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
     static func management(_ control: OpenVPNControl, timeoutSeconds: Int) throws(NotifyError) {

@@ -62,6 +62,7 @@ public enum ClasslessRouteDecoder {
         }
         var routes: [ClasslessRoute] = []
         var warnings: [String] = []
+        var seen: Set<IPPrefix> = []
         var index = 0
         while index < octets.count {
             let position = index + 1
@@ -81,7 +82,7 @@ public enum ClasslessRouteDecoder {
             }
             let gateway = gatewayOctets == [0, 0, 0, 0] ? nil : IPAddress(family: .v4, bytes: gatewayOctets)
             let route = ClasslessRoute(destination: raw.network, gateway: gateway)
-            if routes.contains(where: { $0.destination == route.destination }) {
+            if !seen.insert(route.destination).inserted {
                 warnings.append("route at token \(position): duplicate destination \(route.destination); keeping the first")
             } else {
                 routes.append(route)

@@ -52,15 +52,17 @@ struct EntryBuilder {
         guard let entry = dnfv_entry_new(family) else { throw IPTablesError.build(rule: text.description, reason: "out of memory") }
         defer { dnfv_entry_free(entry) }
 
-        func address(_ which: Int32, _ prefix: Negatable<IPPrefix>) {
-            let mask = IPAddress.zero(prefix.value.family).bytes.indices.map { i -> UInt8 in
+        func address(_ which: Int32, _ prefix: Negatable<IPPrefix>, _ explicitMask: IPAddress?) {
+            // A non-contiguous mask (`/255.0.255.0`) is used as given; else the prefix length's.
+            let mask = explicitMask?.bytes ?? IPAddress.zero(prefix.value.family).bytes.indices.map { i -> UInt8 in
                 let bits = max(0, min(8, prefix.value.length - i * 8))
                 return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
             }
-            dnfv_entry_set_addr(entry, which, prefix.value.network.address.bytes, mask, prefix.inverted ? 1 : 0)
+            let address = zip(prefix.value.address.bytes, mask).map { $0 & $1 }
+            dnfv_entry_set_addr(entry, which, address, mask, prefix.inverted ? 1 : 0)
         }
-        if let s = rule.source { address(0, s) }
-        if let d = rule.destination { address(1, d) }
+        if let s = rule.source { address(0, s, rule.sourceMask) }
+        if let d = rule.destination { address(1, d, rule.destinationMask) }
         for (which, iface) in [(Int32(0), rule.inInterface), (1, rule.outInterface)] {
             guard let iface else { continue }
             guard dnfv_entry_set_iface(entry, which, iface.value, iface.inverted ? 1 : 0) == 0 else {
@@ -220,6 +222,7 @@ struct EntryBuilder {
                 info.min_proto.all = ports.lower.bigEndian
                 info.max_proto.all = ports.upper.bigEndian
             }
+            info.flags |= range.flags.rawValue
             if case .dnat = target {
                 try setTarget(entry, "DNAT", 2, info, text: text)
                 return "DNAT"
@@ -248,7 +251,7 @@ struct EntryBuilder {
             range1.max_proto = info.max_proto
             try setTarget(entry, "SNAT", 1, range1, text: text)
             return "SNAT"
-        case .masquerade(let ports), .redirect(let ports):
+        case .masquerade(let ports, let flags), .redirect(let ports, let flags):
             let name = { if case .masquerade = target { return "MASQUERADE" } else { return "REDIRECT" } }()
             if rule.family == .v4 {
                 var info = nf_nat_ipv4_multi_range_compat()
@@ -258,6 +261,7 @@ struct EntryBuilder {
                     info.range.min.all = ports.lower.bigEndian
                     info.range.max.all = ports.upper.bigEndian
                 }
+                info.range.flags |= flags.rawValue
                 try setTarget(entry, name, 0, info, text: text)
             } else {
                 var info = nf_nat_range()
@@ -266,6 +270,7 @@ struct EntryBuilder {
                     info.min_proto.all = ports.lower.bigEndian
                     info.max_proto.all = ports.upper.bigEndian
                 }
+                info.flags |= flags.rawValue
                 try setTarget(entry, name, 0, info, text: text)
             }
             return name

@@ -95,9 +95,10 @@ public enum ConntrackState: String, CaseIterable, Hashable, Sendable {
         case .established: return 1 << 1
         case .related: return 1 << 2
         case .new: return 1 << 3
+        // XT_CONNTRACK_STATE_SNAT / _DNAT / _UNTRACKED: 1 << (IP_CT_NUMBER + 1…3), IP_CT_NUMBER = 5.
+        case .snat: return 1 << 6
+        case .dnat: return 1 << 7
         case .untracked: return 1 << 8
-        case .snat: return 1 << 9
-        case .dnat: return 1 << 10
         }
     }
 }
@@ -189,11 +190,26 @@ public struct RejectType: Hashable, Sendable {
     }
 }
 
-/// DNAT / SNAT destination: an address range and an optional port range.
+/// NAT mapping flags (`--random`, `--persistent`, `--random-fully`): NF_NAT_RANGE_* bits.
+public struct NATFlags: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// NF_NAT_RANGE_PROTO_RANDOM, `--random`.
+    public static let random = NATFlags(rawValue: 1 << 2)
+    /// NF_NAT_RANGE_PERSISTENT, `--persistent`.
+    public static let persistent = NATFlags(rawValue: 1 << 3)
+    /// NF_NAT_RANGE_PROTO_RANDOM_FULLY, `--random-fully`.
+    public static let randomFully = NATFlags(rawValue: 1 << 4)
+}
+
+/// DNAT / SNAT destination: an address range, an optional port range and the mapping flags.
 public struct NATRange: Hashable, Sendable {
     public var addresses: AddressRange?
     public var ports: PortRange?
-    public init(addresses: AddressRange? = nil, ports: PortRange? = nil) { self.addresses = addresses; self.ports = ports }
+    public var flags: NATFlags
+    public init(addresses: AddressRange? = nil, ports: PortRange? = nil, flags: NATFlags = []) {
+        self.addresses = addresses; self.ports = ports; self.flags = flags
+    }
 }
 
 public enum Target: Hashable, Sendable {
@@ -205,22 +221,14 @@ public enum Target: Hashable, Sendable {
     case nflog(group: UInt16, prefix: String, size: UInt32?, threshold: UInt16)
     case dnat(NATRange)
     case snat(NATRange)
-    case masquerade(ports: PortRange?)
-    case redirect(ports: PortRange?)
+    case masquerade(ports: PortRange?, flags: NATFlags = [])
+    case redirect(ports: PortRange?, flags: NATFlags = [])
     case mark(value: UInt32, mask: UInt32)
     /// nil = clamp to the path MTU.
     case tcpmss(UInt16?)
 
-    /// Tables where the kernel allows the target (nil = any).
-    public var allowedTables: Set<NetfilterTable>? {
-        switch self {
-        case .dnat, .snat, .masquerade, .redirect: return [.nat]
-        case .mark: return [.mangle]
-        case .tcpmss: return [.mangle, .filter]
-        case .reject: return [.filter]
-        default: return nil
-        }
-    }
+    /// Tables where the target is allowed (nil = any); from `RuleContext`'s table.
+    public var allowedTables: Set<NetfilterTable>? { RuleContext.targetTables(self) }
 
     /// The chain a jump or goto leads to.
     public var chain: String? {
@@ -242,10 +250,20 @@ public struct Rule: Hashable, Sendable {
     public var outInterface: Negatable<String>?
     public var matches: [Match]
     public var target: Target
+    /// A non-contiguous IPv4/IPv6 netmask for `source` (`-s 10.9.8.7/255.0.255.0`), nil for the usual
+    /// case of a prefix length. When set, `source.value.address` is the address already ANDed with
+    /// this mask and `source.value.length` is the full width (32/128): a backend must test
+    /// `address & sourceMask == source.value.address`, never the length.
+    public var sourceMask: IPAddress?
+    /// The same for `destination`.
+    public var destinationMask: IPAddress?
 
     public init(family: IPFamily, proto: Negatable<UInt8>? = nil, source: Negatable<IPPrefix>? = nil,
                 destination: Negatable<IPPrefix>? = nil, inInterface: Negatable<String>? = nil,
-                outInterface: Negatable<String>? = nil, matches: [Match] = [], target: Target) {
+                outInterface: Negatable<String>? = nil, matches: [Match] = [], target: Target,
+                sourceMask: IPAddress? = nil, destinationMask: IPAddress? = nil) {
+        self.sourceMask = sourceMask
+        self.destinationMask = destinationMask
         self.family = family
         self.proto = proto
         self.source = source
@@ -261,7 +279,7 @@ public struct Rule: Hashable, Sendable {
 public enum IPProtocol {
     static let names: [(String, UInt8)] = [
         ("tcp", 6), ("udp", 17), ("icmp", 1), ("ipv6-icmp", 58), ("sctp", 132), ("gre", 47), ("esp", 50),
-        ("ah", 51), ("udplite", 136), ("ipip", 4), ("igmp", 2),
+        ("ah", 51), ("udplite", 136), ("dccp", 33), ("ipip", 4), ("igmp", 2),
     ]
     public static func number(_ name: String) -> UInt8? {
         if name == "icmpv6" || name == "icmp6" { return 58 }

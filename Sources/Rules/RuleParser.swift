@@ -9,11 +9,19 @@ public struct RuleParseError: Error, Equatable, CustomStringConvertible {
     public var position: Int?
     public var reason: String
 
-    public var description: String {
-        if let token, let position {
-            return "rule \"\(rule)\": token \(position) \"\(token)\": \(reason)"
-        }
-        return "rule \"\(rule)\": \(reason)"
+    public var description: String { "rule \"\(Self.clip(rule, 200))\": " + detail }
+
+    /// The token and the reason, without the rule (for messages that show the rule already).
+    public var detail: String {
+        if let token, let position { return "token \(position) \"\(Self.clip(token, 80))\": \(reason)" }
+        return reason
+    }
+
+    /// Echoed input is cut short: a 100 KB token must not come back as 100 KB of message.
+    static func clip(_ text: String, _ limit: Int) -> String {
+        let bytes = text.utf8.count
+        guard bytes > limit else { return text }
+        return String(decoding: text.utf8.prefix(limit), as: UTF8.self) + "…(\(bytes) bytes)"
     }
 }
 
@@ -26,6 +34,9 @@ public struct RuleParser {
     public var environment: [String: String]?
     /// Resolves a hostname in `-s` / `-d` to addresses (one rule per address). nil = hostnames are errors.
     public var resolver: ((String, IPFamily?) -> [IPAddress])?
+    /// Reads rules as `iptables-restore` does: only double quotes group, and a rule marked `-4` in
+    /// an IPv6 file (or `-6` in an IPv4 one) is skipped (parses to no rules) instead of refused.
+    var restoreSyntax = false
 
     public init(family: IPFamily? = nil, environment: [String: String]? = nil,
                 resolver: ((String, IPFamily?) -> [IPAddress])? = nil) {
@@ -36,11 +47,17 @@ public struct RuleParser {
 
     /// Parses one rule. Hostnames may turn it into several rules (one per address).
     public func parse(_ text: String) throws(RuleParseError) -> [Rule] {
-        var tokens = try Tokenizer.split(text, rule: text)
+        // A restore file knows only double quotes (`iptables-restore`); a command line knows both.
+        var tokens = try Tokenizer.split(text, rule: text, singleQuotes: !restoreSyntax)
+        try Tokenizer.refuseControlCharacters(tokens, rule: text)
         if let environment {
             for index in tokens.indices {
                 tokens[index] = try expand(tokens[index], environment: environment, rule: text, position: index + 1)
             }
+        }
+        if restoreSyntax, let at = Self.otherFamilyFlag(tokens, family) {
+            try Self.checkBeforeSkipping(tokens[..<at], rule: text)
+            return []
         }
         var run = RuleParse(text: text, tokens: tokens, family: family, resolver: resolver)
         return try run.run()
@@ -49,14 +66,51 @@ public struct RuleParser {
     /// Parses tokens already split (as given on a command line after `--`).
     public func parse(tokens: [String]) throws(RuleParseError) -> [Rule] {
         let text = tokens.map(Tokenizer.quoteIfNeeded).joined(separator: " ")
+        try Tokenizer.refuseControlCharacters(tokens, rule: text)
         var tokens = tokens
         if let environment {
             for index in tokens.indices {
                 tokens[index] = try expand(tokens[index], environment: environment, rule: text, position: index + 1)
             }
         }
+        if restoreSyntax, let at = Self.otherFamilyFlag(tokens, family) {
+            try Self.checkBeforeSkipping(tokens[..<at], rule: text)
+            return []
+        }
         var run = RuleParse(text: text, tokens: tokens, family: family, resolver: resolver)
         return try run.run()
+    }
+
+    /// Where a restore-file rule carries the other family's flag (`-6` in an IPv4 file) as an
+    /// option (not as some option's value): `iptables-restore` skips the whole rule there.
+    static func otherFamilyFlag(_ tokens: [String], _ family: IPFamily?) -> Int? {
+        guard let family else { return nil }
+        let other: Set<String> = family == .v4 ? ["-6", "--ipv6"] : ["-4", "--ipv4"]
+        let flags: Set<String> = ["!", "-4", "-6", "--ipv4", "--ipv6", "--syn", "--random", "--persistent", "--random-fully", "--clamp-mss-to-pmtu"]
+        for (i, token) in tokens.enumerated() where other.contains(token) {
+            if i == 0 || flags.contains(tokens[i - 1]) || !tokens[i - 1].hasPrefix("-") { return i }
+        }
+        return nil
+    }
+
+    /// What `iptables-restore` still checks in the options before the flag that makes it skip a
+    /// rule: a header option given twice, an unknown protocol, an interface name too long.
+    static func checkBeforeSkipping(_ tokens: ArraySlice<String>, rule: String) throws(RuleParseError) {
+        var seen: Set<String> = []
+        let aliases = ["--source": "-s", "--src": "-s", "--destination": "-d", "--dst": "-d", "--protocol": "-p",
+                       "--in-interface": "-i", "--out-interface": "-o"]
+        for (i, token) in zip(tokens.indices, tokens) {
+            guard let option = ["-s", "-d", "-p", "-i", "-o"].contains(token) ? token : aliases[token] else { continue }
+            func fail(_ reason: String, _ at: Int) -> RuleParseError {
+                RuleParseError(rule: rule, token: tokens[at], position: at + 1, reason: reason)
+            }
+            if !seen.insert(option).inserted { throw fail("multiple \(option) options are not allowed", i) }
+            var value = i + 1
+            if value < tokens.endIndex && tokens[value] == "!" { value += 1 }
+            guard value < tokens.endIndex else { continue }
+            if option == "-p", UInt8(tokens[value]) == nil, IPProtocol.number(tokens[value]) == nil { throw fail("unknown protocol", value) }
+            if option == "-i" || option == "-o", tokens[value].utf8.count >= 16 { throw fail("not a valid interface name", value) }
+        }
     }
 
     func expand(_ token: String, environment: [String: String], rule: String, position: Int) throws(RuleParseError) -> String {
@@ -84,7 +138,7 @@ public struct RuleParser {
 
 /// Shell-like splitting: whitespace separates, double and single quotes group, backslash escapes.
 enum Tokenizer {
-    static func split(_ text: String, rule: String) throws(RuleParseError) -> [String] {
+    static func split(_ text: String, rule: String, singleQuotes: Bool = true) throws(RuleParseError) -> [String] {
         // Over UTF-8 bytes: every delimiter is ASCII, and Character iteration is far slower.
         var tokens: [String] = []
         var current: [UInt8] = []
@@ -99,7 +153,7 @@ enum Tokenizer {
                 if byte == quote { quote = 0 } else { current.append(byte) }
                 continue
             }
-            if byte == double || byte == single { quote = byte; inToken = true; continue }
+            if byte == double || (byte == single && singleQuotes) { quote = byte; inToken = true; continue }
             if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") {
                 if inToken { tokens.append(String(decoding: current, as: UTF8.self)); current.removeAll(keepingCapacity: true); inToken = false }
                 continue
@@ -111,6 +165,18 @@ enum Tokenizer {
         if escaped { throw RuleParseError(rule: rule, token: nil, position: nil, reason: "trailing backslash") }
         if inToken { tokens.append(String(decoding: current, as: UTF8.self)) }
         return tokens
+    }
+
+    /// No rule token may hold a control character: the kernel cuts names at a NUL, and a newline
+    /// or other control character could not be saved and read back.
+    static func refuseControlCharacters(_ tokens: [String], rule: String) throws(RuleParseError) {
+        for (index, token) in tokens.enumerated() {
+            if let bad = token.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f }) {
+                let hex = String(bad.value, radix: 16, uppercase: true)
+                let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
+                throw RuleParseError(rule: rule, token: token, position: index + 1, reason: "control character \(code) is not allowed")
+            }
+        }
     }
 
     static let plain = Set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -146,12 +212,27 @@ private struct RuleParse {
     var module: String?
     var pendingNegation = false
     var pendingTarget: String?
+    /// Options given so far: the header's, and the current match instance's (iptables refuses
+    /// each a second time).
+    var seenHeader: Set<String> = []
+    var seenModule: Set<String> = []
+    /// Non-contiguous masks of `-s` / `-d`, one per address of the list.
+    var sourceMasks: [IPAddress?] = []
+    var destinationMasks: [IPAddress?] = []
+    /// `-m state` (not conntrack) for the current match: knows no SNAT/DNAT.
+    var stateModule = false
 
     init(text: String, tokens: [String], family: IPFamily?, resolver: ((String, IPFamily?) -> [IPAddress])?) {
         self.text = text
         self.tokens = tokens
         self.family = family
         self.resolver = resolver
+    }
+
+    /// Refuses an option given twice (per rule for the header, per match for a match's options).
+    mutating func once(_ key: String, header: Bool = false, name: String? = nil) throws(RuleParseError) {
+        let inserted = header ? seenHeader.insert(key).inserted : seenModule.insert(key).inserted
+        if !inserted { throw fail(header ? "multiple \(name ?? key) options are not allowed" : "option \(name ?? key) can only be used once") }
     }
 
     func fail(_ reason: String, at position: Int? = nil) -> RuleParseError {
@@ -199,19 +280,27 @@ private struct RuleParse {
             let number: UInt8?
             if let n = UInt8(value) { number = n } else { number = IPProtocol.number(value) }
             guard let number else { throw fail("unknown protocol") }
+            try once("-p", header: true)
+            if number == 0 && inverted { throw fail("rule would never match: \"! -p \(value)\" excludes every protocol") }
             if number == 1 && family == .v6 { throw fail("protocol icmp does not fit an IPv6 rule (use ipv6-icmp)") }
             if number == 58 { try setFamily(.v6, position: position + 1) }
             if number == 1 { try setFamily(.v4, position: position + 1) }
             proto = Negatable(number, inverted: inverted)
             module = nil
         case "-s", "--source", "--src", "-d", "--destination", "--dst":
+            let isSource = token.hasPrefix("-s") || token == "--source" || token == "--src"
             let (value, inverted) = try valueWithNegation("address")
-            let prefixes = try addresses(value, position: index)
+            try once(isSource ? "-s" : "-d", header: true)
+            let (prefixes, masks) = try addresses(value, position: index)
+            if inverted && prefixes.count > 1 {
+                throw fail("\"!\" is not allowed with several addresses: it would match every address")
+            }
             let list = prefixes.map { Negatable($0, inverted: inverted) }
-            if token.hasPrefix("-s") || token == "--source" || token == "--src" { sources = list } else { destinations = list }
+            if isSource { sources = list; sourceMasks = masks } else { destinations = list; destinationMasks = masks }
         case "-i", "--in-interface", "-o", "--out-interface":
             let (value, inverted) = try valueWithNegation("interface")
-            guard !value.isEmpty, value.utf8.count < 16, !value.contains("/") else { throw fail("not a valid interface name") }
+            try once(token == "-i" || token == "--in-interface" ? "-i" : "-o", header: true)
+            guard !value.isEmpty, value.utf8.count < 16, !value.contains("/"), !value.contains(" ") else { throw fail("not a valid interface name") }
             if token == "-i" || token == "--in-interface" { inInterface = Negatable(value, inverted: inverted) }
             else { outInterface = Negatable(value, inverted: inverted) }
         case "-m", "--match":
@@ -222,8 +311,8 @@ private struct RuleParse {
             if target != nil { throw fail("a rule has one target") }
             let name = try next("target")
             try parseTarget(name, goto: token == "-g" || token == "--goto")
-        case "-4", "--ipv4": try setFamily(.v4, position: position)
-        case "-6", "--ipv6": try setFamily(.v6, position: position)
+        case "-4", "--ipv4", "-6", "--ipv6":
+            try setFamily(token.hasSuffix("4") ? .v4 : .v6, position: position)
         default:
             if let module, try moduleOption(module, token) { return }
             if module == nil, let proto, ["tcp", "udp", "icmp", "ipv6-icmp"].contains(IPProtocol.name(proto.value)) {
@@ -245,13 +334,16 @@ private struct RuleParse {
 
     // MARK: Addresses
 
-    mutating func addresses(_ value: String, position: Int) throws(RuleParseError) -> [IPPrefix] {
+    /// The prefixes of `-s`/`-d` and, per prefix, its non-contiguous mask (nil for a length).
+    mutating func addresses(_ value: String, position: Int) throws(RuleParseError) -> ([IPPrefix], [IPAddress?]) {
         var out: [IPPrefix] = []
+        var masks: [IPAddress?] = []
         for part in value.split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
             guard !part.isEmpty else { throw fail("empty address", at: position) }
-            if let prefix = parsePrefix(part) {
+            if let (prefix, mask) = parsePrefix(part) {
                 try setFamily(prefix.family, position: position)
                 out.append(prefix)
+                masks.append(mask)
                 continue
             }
             // Host name: as firewallnetns does, one rule per address it resolves to.
@@ -263,28 +355,45 @@ private struct RuleParse {
             guard !resolved.isEmpty else { throw fail("host name does not resolve\(family.map { " to an \($0) address" } ?? "")", at: position) }
             let chosen = family ?? resolved[0].family
             try setFamily(chosen, position: position)
-            out += resolved.filter { $0.family == chosen }.map { IPPrefix(address: $0, length: chosen.bitCount)! }
+            let hosts = resolved.filter { $0.family == chosen }.map { IPPrefix(address: $0, length: chosen.bitCount)! }
+            out += hosts
+            masks += hosts.map { _ in nil }
         }
-        return out
+        return (out, masks)
     }
 
-    func parsePrefix(_ text: String) -> IPPrefix? {
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+    /// `ADDR`, `ADDR/LEN` or `ADDR/MASK` (a netmask in address form, as iptables accepts). A
+    /// contiguous mask becomes a length; a non-contiguous one is returned with the masked address
+    /// as a full-length prefix.
+    func parsePrefix(_ text: String) -> (IPPrefix, IPAddress?)? {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
         guard let address = IPAddress(parts[0]) else { return nil }
-        if parts.count == 1 { return IPPrefix(address: address, length: address.family.bitCount) }
-        if let length = Int(parts[1]), parts[1].allSatisfy(\.isNumber) { return IPPrefix(address: address, length: length) }
-        // Dotted netmask (`255.255.255.0`), as iptables accepts.
-        guard address.family == .v4, let mask = IPAddress(parts[1]), mask.family == .v4 else { return nil }
-        let bits = mask.bytes.reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
-        let length = bits.leadingZeroBitCount == 32 ? 0 : (~bits).leadingZeroBitCount == 0 ? 0 : 32 - bits.trailingZeroBitCount
-        guard bits == (length == 0 ? 0 : ~UInt32(0) << (32 - UInt32(length))) else { return nil }
-        return IPPrefix(address: address, length: length)
+        if parts.count == 1 { return (IPPrefix(address: address, length: address.family.bitCount)!, nil) }
+        if !parts[1].isEmpty, parts[1].utf8.count <= 3, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let length = Int(parts[1]) {
+            return IPPrefix(address: address, length: length).map { ($0, nil) }
+        }
+        guard let mask = IPAddress(parts[1]), mask.family == address.family else { return nil }
+        let ones = mask.bytes.reduce(0) { $0 + $1.nonzeroBitCount }
+        if let prefix = IPPrefix(address: address, length: ones), Self.contiguousMask(family: address.family, length: ones) == mask {
+            return (prefix, nil)
+        }
+        let masked = IPAddress(family: address.family, bytes: zip(address.bytes, mask.bytes).map { $0 & $1 })!
+        return (IPPrefix(address: masked, length: address.family.bitCount)!, mask)
+    }
+
+    static func contiguousMask(family: IPFamily, length: Int) -> IPAddress {
+        IPAddress(family: family, bytes: (0..<family.byteCount).map { i in
+            let bits = max(0, min(8, length - i * 8))
+            return bits == 0 ? 0 : UInt8(truncatingIfNeeded: 0xff << (8 - bits))
+        })!
     }
 
     // MARK: Match modules
 
     mutating func beginModule(_ name: String) throws(RuleParseError) {
         let canonical = name == "state" ? "conntrack" : name == "icmpv6" ? "icmp6" : name
+        seenModule = []
+        stateModule = name == "state"
         switch canonical {
         case "tcp", "udp":
             guard let proto, IPProtocol.name(proto.value) == canonical, !proto.inverted else {
@@ -293,13 +402,15 @@ private struct RuleParse {
             matches.append(canonical == "tcp" ? .tcp(TCPMatch()) : .udp(UDPMatch()))
         case "icmp":
             try setFamily(.v4, position: index)
+            guard let proto, proto.value == 1, !proto.inverted else { throw fail("-m \(name) needs -p icmp before it") }
             matches.append(.icmp(ICMPMatch(type: 255)))
         case "icmp6":
             try setFamily(.v6, position: index)
+            guard let proto, proto.value == 58, !proto.inverted else { throw fail("-m \(name) needs -p ipv6-icmp before it") }
             matches.append(.icmp6(ICMPMatch(type: 255)))
         case "multiport":
-            guard let proto, [6, 17, 132, 136].contains(proto.value), !proto.inverted else {
-                throw fail("-m multiport needs -p tcp, udp, sctp or udplite")
+            guard let proto, [6, 17, 132, 136, 33].contains(proto.value), !proto.inverted else {
+                throw fail("-m multiport needs -p tcp, udp, sctp, dccp or udplite")
             }
             matches.append(.multiport(MultiportMatch(direction: .destination, ports: [], inverted: false)))
         case "conntrack": matches.append(.conntrack(ConntrackMatch(states: [], inverted: false)))
@@ -320,13 +431,17 @@ private struct RuleParse {
         switch (module, match) {
         case ("tcp", .tcp(var tcp)):
             switch option {
-            case "--sport", "--source-port": let (v, inv) = try valueWithNegation("port"); tcp.sourcePorts = Negatable(try portRange(v), inverted: inv)
-            case "--dport", "--destination-port": let (v, inv) = try valueWithNegation("port"); tcp.destinationPorts = Negatable(try portRange(v), inverted: inv)
+            case "--sport", "--source-port":
+                try once("--sport"); let (v, inv) = try valueWithNegation("port"); tcp.sourcePorts = Negatable(try portRange(v), inverted: inv)
+            case "--dport", "--destination-port":
+                try once("--dport"); let (v, inv) = try valueWithNegation("port"); tcp.destinationPorts = Negatable(try portRange(v), inverted: inv)
             case "--tcp-flags":
+                try once("flags", name: "--syn or --tcp-flags")
                 let (mask, inv) = try valueWithNegation("flag mask")
                 let compare = try next("flags")
                 tcp.flags = Negatable(TCPFlags(mask: try tcpFlags(mask), compare: try tcpFlags(compare)), inverted: inv)
             case "--syn":
+                try once("flags", name: "--syn or --tcp-flags")
                 let inverted = pendingNegation; pendingNegation = false
                 tcp.flags = Negatable(TCPFlags(mask: 0x17, compare: 0x02), inverted: inverted)
             default: return false
@@ -334,21 +449,25 @@ private struct RuleParse {
             match = .tcp(tcp)
         case ("udp", .udp(var udp)):
             switch option {
-            case "--sport", "--source-port": let (v, inv) = try valueWithNegation("port"); udp.sourcePorts = Negatable(try portRange(v), inverted: inv)
-            case "--dport", "--destination-port": let (v, inv) = try valueWithNegation("port"); udp.destinationPorts = Negatable(try portRange(v), inverted: inv)
+            case "--sport", "--source-port":
+                try once("--sport"); let (v, inv) = try valueWithNegation("port"); udp.sourcePorts = Negatable(try portRange(v), inverted: inv)
+            case "--dport", "--destination-port":
+                try once("--dport"); let (v, inv) = try valueWithNegation("port"); udp.destinationPorts = Negatable(try portRange(v), inverted: inv)
             default: return false
             }
             match = .udp(udp)
         case ("icmp", .icmp):
             guard option == "--icmp-type" else { return false }
+            try once(option)
             let (v, inv) = try valueWithNegation("ICMP type")
-            guard var icmp = try ICMPNames.parse(v, family: .v4) else { throw fail("unknown ICMP type") }
+            guard var icmp = try ICMPNames.parse(v, family: .v4, fail: { fail($0) }) else { throw fail("unknown ICMP type") }
             icmp.inverted = inv
             match = .icmp(icmp)
         case ("icmp6", .icmp6):
             guard option == "--icmpv6-type" else { return false }
+            try once(option)
             let (v, inv) = try valueWithNegation("ICMPv6 type")
-            guard var icmp = try ICMPNames.parse(v, family: .v6) else { throw fail("unknown ICMPv6 type") }
+            guard var icmp = try ICMPNames.parse(v, family: .v6, fail: { fail($0) }) else { throw fail("unknown ICMPv6 type") }
             icmp.inverted = inv
             match = .icmp6(icmp)
         case ("multiport", .multiport(var mp)):
@@ -359,11 +478,14 @@ private struct RuleParse {
             case "--ports": direction = .either
             default: return false
             }
+            try once("ports", name: "--sports, --dports or --ports")
             let (v, inv) = try valueWithNegation("port list")
             var ports: [PortRange] = []
             var slots = 0
             for part in v.split(separator: ",", omittingEmptySubsequences: false) {
                 let range = try portRange(String(part))
+                // multiport's ranges must rise: `5:5` and `9:5` are refused, as iptables does.
+                if part.contains(":") && range.lower >= range.upper { throw fail("invalid port range \"\(part)\" (FIRST:LAST with FIRST < LAST)") }
                 slots += range.isSingle ? 1 : 2
                 ports.append(range)
             }
@@ -371,25 +493,29 @@ private struct RuleParse {
             mp.direction = direction; mp.ports = ports; mp.inverted = inv
             match = .multiport(mp)
         case ("conntrack", .conntrack(var ct)):
-            guard option == "--ctstate" || option == "--state" else { return false }
+            guard option == (stateModule ? "--state" : "--ctstate") else { return false }
+            try once(option)
             let (v, inv) = try valueWithNegation("state list")
             var states = Set<ConntrackState>()
-            for part in v.split(separator: ",") {
+            for part in v.split(separator: ",", omittingEmptySubsequences: false) {
                 guard let state = ConntrackState(rawValue: part.uppercased()) else { throw fail("unknown conntrack state \"\(part)\"") }
+                if stateModule && (state == .snat || state == .dnat) { throw fail("-m state knows no state \"\(part)\" (use -m conntrack --ctstate)") }
                 states.insert(state)
             }
             ct.states = states; ct.inverted = inv
             match = .conntrack(ct)
         case ("mark", .mark(var mark)):
             guard option == "--mark" else { return false }
+            try once(option)
             let (v, inv) = try valueWithNegation("mark")
             let (value, mask) = try valueMask(v)
             mark.value = value; mark.mask = mask; mark.inverted = inv
             match = .mark(mark)
         case ("set", .set(var set)):
             guard option == "--match-set" else { return false }
+            try once(option)
             let (name, inv) = try valueWithNegation("set name")
-            guard !name.isEmpty, name.utf8.count < 32 else { throw fail("not a valid set name") }
+            guard Names.isValidSetName(name) else { throw fail("not a valid set name (1-31 bytes, no control characters, quotes or spaces)") }
             let flags = try next("src/dst flags")
             var directions: [SetMatch.Direction] = []
             for part in flags.split(separator: ",", omittingEmptySubsequences: false) {
@@ -401,13 +527,15 @@ private struct RuleParse {
             match = .set(set)
         case ("comment", .comment):
             guard option == "--comment" else { return false }
+            try once(option)
             let text = try next("comment")
             guard text.utf8.count < 256 else { throw fail("comment longer than 255 bytes") }
             match = .comment(text)
         case ("limit", .limit(var limit)):
             switch option {
-            case "--limit": limit.average = try rate(try next("rate"))
+            case "--limit": try once(option); limit.average = try rate(try next("rate"))
             case "--limit-burst":
+                try once(option)
                 guard let burst = UInt32(try next("burst")), burst > 0, burst <= 10000 else { throw fail("burst must be 1 to 10000") }
                 limit.burst = burst
             default: return false
@@ -415,11 +543,14 @@ private struct RuleParse {
             match = .limit(limit)
         case ("iprange", .iprange(var range)):
             guard option == "--src-range" || option == "--dst-range" else { return false }
+            try once(option)
             let (v, inv) = try valueWithNegation("address range")
-            let parts = v.split(separator: "-", maxSplits: 1).map(String.init)
-            guard parts.count == 2, let first = IPAddress(parts[0]), let last = IPAddress(parts[1]), first.family == last.family, !(last < first) else {
+            // `FIRST-LAST`, or one address (a range of one, as iptables reads it).
+            let parts = v.split(separator: "-", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard let first = IPAddress(parts[0]), let last = parts.count == 2 ? IPAddress(parts[1]) : first, first.family == last.family else {
                 throw fail("expected an address range FIRST-LAST")
             }
+            guard !(last < first) else { throw fail("the range \(first)-\(last) is empty (FIRST is above LAST): it would never match") }
             try setFamily(first.family, position: index)
             let value = Negatable(AddressRange(first: first, last: last), inverted: inv)
             if option == "--src-range" { range.source = value } else { range.destination = value }
@@ -455,9 +586,12 @@ private struct RuleParse {
     }
 
     func valueMask(_ text: String) throws(RuleParseError) -> (UInt32, UInt32) {
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        // strtoul base 0, as iptables reads it: 0x… hexadecimal, 0… octal, else decimal.
         func number(_ s: String) throws(RuleParseError) -> UInt32 {
+            guard !s.contains("+"), !s.contains("-") else { throw fail("not a 32-bit number \"\(s)\"") }
             if s.hasPrefix("0x") || s.hasPrefix("0X"), let v = UInt32(s.dropFirst(2), radix: 16) { return v }
+            if s.hasPrefix("0"), s.count > 1, let v = UInt32(s.dropFirst(), radix: 8) { return v }
             if let v = UInt32(s) { return v }
             throw fail("not a 32-bit number \"\(s)\"")
         }
@@ -506,19 +640,25 @@ private struct RuleParse {
             target = .reject(type)
         case "LOG":
             var prefix = "", level: UInt8 = 4
+            seenModule = []
             while index < tokens.count {
                 switch tokens[index] {
                 case "--log-prefix":
                     index += 1
+                    try once("--log-prefix")
                     prefix = try next("prefix")
+                    guard !prefix.isEmpty else { throw fail("the log prefix is empty") }
+                    // iptables cuts a longer prefix to 29 bytes without a word; docknfv refuses it.
                     guard prefix.utf8.count <= 29 else { throw fail("log prefix longer than 29 bytes") }
                 case "--log-level":
                     index += 1
+                    try once("--log-level")
                     let value = try next("level")
-                    let levels = ["emerg", "alert", "crit", "error", "warning", "notice", "info", "debug"]
-                    if let n = UInt8(value), n <= 7 { level = n }
-                    else if let n = levels.firstIndex(of: value.lowercased()) { level = UInt8(n) }
-                    else if value.lowercased() == "warn" { level = 4 }
+                    // libxt_LOG's names, case as written there.
+                    let levels: [String: UInt8] = ["emerg": 0, "panic": 0, "alert": 1, "crit": 2, "error": 3, "warning": 4,
+                                                   "notice": 5, "info": 6, "debug": 7]
+                    if value.allSatisfy({ $0.isASCII && $0.isNumber }), let n = UInt8(value), n <= 7 { level = n }
+                    else if let n = levels[value] { level = n }
                     else { throw fail("unknown log level") }
                 default: throw fail("unknown LOG option", at: index + 1)
                 }
@@ -527,36 +667,58 @@ private struct RuleParse {
         case "NFLOG":
             // XT_NFLOG_DEFAULT_THRESHOLD is 0 (the threshold is deprecated in the kernel).
             var group: UInt16 = 0, prefix = "", size: UInt32?, threshold: UInt16 = 0
+            seenModule = []
             while index < tokens.count {
                 let option = tokens[index]
                 index += 1
+                if option == "--nflog-range" {
+                    throw fail("--nflog-range has no effect in the kernel; use --nflog-size")
+                }
+                guard ["--nflog-group", "--nflog-prefix", "--nflog-size", "--nflog-threshold"].contains(option) else {
+                    throw fail("unknown NFLOG option", at: index)
+                }
+                try once(option)
                 let value = try next("value")
                 switch option {
                 case "--nflog-group": guard let g = UInt16(value) else { throw fail("group must be 0-65535") }; group = g
                 case "--nflog-prefix": guard value.utf8.count < 64 else { throw fail("prefix longer than 63 bytes") }; prefix = value
-                case "--nflog-size", "--nflog-range": guard let s = UInt32(value) else { throw fail("size must be a number") }; size = s
-                case "--nflog-threshold": guard let t = UInt16(value) else { throw fail("threshold must be 0-65535") }; threshold = t
-                default: throw fail("unknown NFLOG option", at: index - 1)
+                case "--nflog-size": guard let s = UInt32(value) else { throw fail("size must be a number") }; size = s
+                default: guard let t = UInt16(value) else { throw fail("threshold must be 0-65535") }; threshold = t
                 }
             }
             target = .nflog(group: group, prefix: prefix, size: size, threshold: threshold)
-        case "DNAT", "SNAT":
-            let option = name == "DNAT" ? "--to-destination" : "--to-source"
-            guard index < tokens.count, tokens[index] == option || tokens[index] == "--to" else {
-                throw fail("\(name) needs \(option) ADDRESS[:PORT]", at: index)
-            }
-            index += 1
-            let value = try next("address")
-            let range = try natRange(value)
-            target = name == "DNAT" ? .dnat(range) : .snat(range)
-        case "MASQUERADE", "REDIRECT":
+        case "DNAT", "SNAT", "MASQUERADE", "REDIRECT":
+            let addressOption = name == "DNAT" ? "--to-destination" : name == "SNAT" ? "--to-source" : nil
+            var range: NATRange?
             var ports: PortRange?
-            if index < tokens.count, tokens[index] == "--to-ports" {
+            var flags: NATFlags = []
+            seenModule = []
+            while index < tokens.count, tokens[index].hasPrefix("--") {
+                let option = tokens[index]
                 index += 1
-                let value = try next("ports")
-                ports = try portRange(value.replacingOccurrences("-", with: ":"))
+                switch option {
+                case _ where addressOption != nil && (option == addressOption || option == "--to"):
+                    try once(addressOption!)
+                    let value = try next("address")
+                    range = try natRange(value)
+                case "--to-ports" where addressOption == nil:
+                    try once(option)
+                    let value = try next("ports")
+                    try requireNATPortProtocol()
+                    ports = try portRange(value.replacingOccurrences("-", with: ":"))
+                case "--random": try once(option); flags.insert(.random)
+                case "--persistent" where addressOption != nil: try once(option); flags.insert(.persistent)
+                case "--random-fully" where name == "SNAT" || name == "MASQUERADE": try once(option); flags.insert(.randomFully)
+                default: throw fail("unknown option for target \(name)", at: index)
+                }
             }
-            target = name == "MASQUERADE" ? .masquerade(ports: ports) : .redirect(ports: ports)
+            if let addressOption {
+                guard var range else { throw fail("\(name) needs \(addressOption) ADDRESS[:PORT]", at: index) }
+                range.flags = flags
+                target = name == "DNAT" ? .dnat(range) : .snat(range)
+            } else {
+                target = name == "MASQUERADE" ? .masquerade(ports: ports, flags: flags) : .redirect(ports: ports, flags: flags)
+            }
         case "MARK":
             guard index < tokens.count else { throw fail("MARK needs --set-mark or --set-xmark") }
             let option = tokens[index]
@@ -589,6 +751,13 @@ private struct RuleParse {
         }
     }
 
+    /// NAT ports need a protocol with ports (libxt_*NAT's check: TCP, UDP, SCTP, DCCP, or ICMP's id).
+    func requireNATPortProtocol() throws(RuleParseError) {
+        guard let proto, !proto.inverted, [6, 17, 132, 33, 1].contains(proto.value) else {
+            throw fail("a NAT port needs -p tcp, udp, sctp or dccp")
+        }
+    }
+
     func natRange(_ text: String) throws(RuleParseError) -> NATRange {
         var addressPart = text, portPart: String?
         if text.hasPrefix("[") {
@@ -610,7 +779,7 @@ private struct RuleParse {
             range.addresses = AddressRange(first: first, last: last)
         }
         if let portPart {
-            guard proto.map({ [6, 17, 132, 136].contains($0.value) }) == true else { throw fail("a NAT port needs -p tcp, udp, sctp or udplite") }
+            try requireNATPortProtocol()
             range.ports = try portRange(portPart.replacingOccurrences("-", with: ":"))
         }
         if range.addresses == nil && range.ports == nil { throw fail("empty NAT destination") }
@@ -633,58 +802,95 @@ private struct RuleParse {
         }
         for match in matches {
             if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst", at: 0) }
-            if case .comment(let text) = match, text.isEmpty { throw fail("-m comment needs --comment TEXT", at: 0) }
             if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate", at: 0) }
             if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports", at: 0) }
         }
-        let sourceList: [Negatable<IPPrefix>?] = sources.isEmpty ? [nil] : sources
-        let destinationList: [Negatable<IPPrefix>?] = destinations.isEmpty ? [nil] : destinations
+        let sourceList: [(Negatable<IPPrefix>?, IPAddress?)] = sources.isEmpty ? [(nil, nil)] : Array(zip(sources.map { Optional($0) }, sourceMasks))
+        let destinationList: [(Negatable<IPPrefix>?, IPAddress?)] = destinations.isEmpty ? [(nil, nil)] : Array(zip(destinations.map { Optional($0) }, destinationMasks))
         var rules: [Rule] = []
-        for source in sourceList {
-            for destination in destinationList {
+        for (source, sourceMask) in sourceList {
+            for (destination, destinationMask) in destinationList {
                 rules.append(Rule(family: family, proto: proto, source: source.map { Negatable($0.value.network, inverted: $0.inverted) },
                                   destination: destination.map { Negatable($0.value.network, inverted: $0.inverted) },
-                                  inInterface: inInterface, outInterface: outInterface, matches: matches, target: target))
+                                  inInterface: inInterface, outInterface: outInterface, matches: matches, target: target,
+                                  sourceMask: sourceMask, destinationMask: destinationMask))
             }
         }
         return rules
     }
 }
 
-/// ICMP / ICMPv6 type names iptables accepts.
+/// ICMP / ICMPv6 type names as iptables 1.8 knows them (libxt_icmp's tables, in its order).
 enum ICMPNames {
-    static let v4: [String: (UInt8, ClosedRange<UInt8>)] = [
-        "any": (255, 0...255), "echo-reply": (0, 0...255), "pong": (0, 0...255),
-        "destination-unreachable": (3, 0...255), "network-unreachable": (3, 0...0), "host-unreachable": (3, 1...1),
-        "protocol-unreachable": (3, 2...2), "port-unreachable": (3, 3...3), "fragmentation-needed": (3, 4...4),
-        "source-route-failed": (3, 5...5), "network-prohibited": (3, 9...9), "host-prohibited": (3, 10...10),
-        "communication-prohibited": (3, 13...13), "source-quench": (4, 0...255), "redirect": (5, 0...255),
-        "echo-request": (8, 0...255), "ping": (8, 0...255), "router-advertisement": (9, 0...255),
-        "router-solicitation": (10, 0...255), "time-exceeded": (11, 0...255), "ttl-exceeded": (11, 0...255),
-        "ttl-zero-during-transit": (11, 0...0), "ttl-zero-during-reassembly": (11, 1...1),
-        "parameter-problem": (12, 0...255), "timestamp-request": (13, 0...255), "timestamp-reply": (14, 0...255),
-        "address-mask-request": (17, 0...255), "address-mask-reply": (18, 0...255),
+    typealias Entry = (name: String, type: UInt8, codes: ClosedRange<UInt8>)
+    static let v4: [Entry] = [
+        ("any", 255, 0...255), ("echo-reply", 0, 0...255), ("pong", 0, 0...255),
+        ("destination-unreachable", 3, 0...255), ("network-unreachable", 3, 0...0), ("host-unreachable", 3, 1...1),
+        ("protocol-unreachable", 3, 2...2), ("port-unreachable", 3, 3...3), ("fragmentation-needed", 3, 4...4),
+        ("source-route-failed", 3, 5...5), ("network-unknown", 3, 6...6), ("host-unknown", 3, 7...7),
+        ("network-prohibited", 3, 9...9), ("host-prohibited", 3, 10...10), ("TOS-network-unreachable", 3, 11...11),
+        ("TOS-host-unreachable", 3, 12...12), ("communication-prohibited", 3, 13...13),
+        ("host-precedence-violation", 3, 14...14), ("precedence-cutoff", 3, 15...15),
+        ("source-quench", 4, 0...255),
+        ("redirect", 5, 0...255), ("network-redirect", 5, 0...0), ("host-redirect", 5, 1...1),
+        ("TOS-network-redirect", 5, 2...2), ("TOS-host-redirect", 5, 3...3),
+        ("echo-request", 8, 0...255), ("ping", 8, 0...255),
+        ("router-advertisement", 9, 0...255), ("router-solicitation", 10, 0...255),
+        ("time-exceeded", 11, 0...255), ("ttl-exceeded", 11, 0...255), ("ttl-zero-during-transit", 11, 0...0),
+        ("ttl-zero-during-reassembly", 11, 1...1),
+        ("parameter-problem", 12, 0...255), ("ip-header-bad", 12, 0...0), ("required-option-missing", 12, 1...1),
+        ("timestamp-request", 13, 0...255), ("timestamp-reply", 14, 0...255),
+        ("address-mask-request", 17, 0...255), ("address-mask-reply", 18, 0...255),
     ]
-    static let v6: [String: (UInt8, ClosedRange<UInt8>)] = [
-        "destination-unreachable": (1, 0...255), "no-route": (1, 0...0), "communication-prohibited": (1, 1...1),
-        "address-unreachable": (1, 3...3), "port-unreachable": (1, 4...4), "packet-too-big": (2, 0...255),
-        "time-exceeded": (3, 0...255), "ttl-exceeded": (3, 0...255), "parameter-problem": (4, 0...255),
-        "echo-request": (128, 0...255), "ping": (128, 0...255), "echo-reply": (129, 0...255), "pong": (129, 0...255),
-        "router-solicitation": (133, 0...255), "router-advertisement": (134, 0...255),
-        "neighbour-solicitation": (135, 0...255), "neighbor-solicitation": (135, 0...255),
-        "neighbour-advertisement": (136, 0...255), "neighbor-advertisement": (136, 0...255), "redirect": (137, 0...255),
+    static let v6: [Entry] = [
+        ("destination-unreachable", 1, 0...255), ("no-route", 1, 0...0), ("communication-prohibited", 1, 1...1),
+        ("beyond-scope", 1, 2...2), ("address-unreachable", 1, 3...3), ("port-unreachable", 1, 4...4),
+        ("failed-policy", 1, 5...5), ("reject-route", 1, 6...6),
+        ("packet-too-big", 2, 0...255),
+        ("time-exceeded", 3, 0...255), ("ttl-exceeded", 3, 0...255), ("ttl-zero-during-transit", 3, 0...0),
+        ("ttl-zero-during-reassembly", 3, 1...1),
+        ("parameter-problem", 4, 0...255), ("bad-header", 4, 0...0), ("unknown-header-type", 4, 1...1), ("unknown-option", 4, 2...2),
+        ("echo-request", 128, 0...255), ("ping", 128, 0...255), ("echo-reply", 129, 0...255), ("pong", 129, 0...255),
+        ("router-solicitation", 133, 0...255), ("router-advertisement", 134, 0...255),
+        ("neighbour-solicitation", 135, 0...255), ("neighbor-solicitation", 135, 0...255),
+        ("neighbour-advertisement", 136, 0...255), ("neighbor-advertisement", 136, 0...255), ("redirect", 137, 0...255),
     ]
 
-    /// `TYPE`, `TYPE/CODE` or a name.
-    static func parse(_ text: String, family: IPFamily) throws(RuleParseError) -> ICMPMatch? {
-        if let (type, codes) = (family == .v4 ? v4 : v6)[text.lowercased()] { return ICMPMatch(type: type, codes: codes) }
-        let parts = text.split(separator: "/", maxSplits: 1).map(String.init)
-        guard let type = UInt8(parts[0]) else { return nil }
+    /// A name or an unambiguous prefix of one (any case, as iptables matches them), `TYPE` or
+    /// `TYPE/CODE`. nil = not an ICMP type.
+    static func parse(_ text: String, family: IPFamily, fail: (String) -> RuleParseError) throws(RuleParseError) -> ICMPMatch? {
+        let lowered = text.lowercased()
+        let found = (family == .v4 ? v4 : v6).filter { $0.name.lowercased().hasPrefix(lowered) }
+        if found.count > 1 && !text.isEmpty { throw fail("ambiguous ICMP type \"\(text)\": \(found[0].name) or \(found[1].name)?") }
+        if let entry = found.first, !text.isEmpty { return normalized(ICMPMatch(type: entry.type, codes: entry.codes), family) }
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        func number(_ s: String) -> UInt8? { s.isEmpty || !s.allSatisfy({ $0.isASCII && $0.isNumber }) ? nil : UInt8(s) }
+        guard let type = number(parts[0]) else { return nil }
         if parts.count == 2 {
-            guard let code = UInt8(parts[1]) else { return nil }
-            return ICMPMatch(type: type, codes: code...code)
+            guard let code = number(parts[1]) else { return nil }
+            return normalized(ICMPMatch(type: type, codes: code...code), family)
         }
-        return ICMPMatch(type: type)
+        return normalized(ICMPMatch(type: type), family)
+    }
+
+    /// IPv4 type 255 matches every ICMP packet whatever the codes (the kernel's "any").
+    static func normalized(_ icmp: ICMPMatch, _ family: IPFamily) -> ICMPMatch {
+        family == .v4 && icmp.type == 255 ? ICMPMatch(type: 255, codes: 0...255, inverted: icmp.inverted) : icmp
+    }
+}
+
+/// What names and texts in a rule may hold: what the kernel stores and the renderer can write
+/// and read back.
+public enum Names {
+    /// An ipset name: 1-31 bytes (IPSET_MAXNAMELEN - 1), no control characters, no quote, no space.
+    public static func isValidSetName(_ name: String) -> Bool {
+        !name.isEmpty && name.utf8.count <= 31 && !name.hasPrefix("-") && !name.hasPrefix("!") && isPrintable(name)
+            && !name.contains("\"") && !name.contains("'") && !name.contains(" ") && !name.contains("\\")
+    }
+
+    /// No control characters (C0, DEL).
+    public static func isPrintable(_ text: String) -> Bool {
+        !text.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7f }
     }
 }
 

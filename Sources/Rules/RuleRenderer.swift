@@ -9,8 +9,9 @@ public enum RuleRenderer {
             out.append(option)
             out.append(value)
         }
-        if let s = rule.source { negatable(s.inverted, "-s", s.value.network.description) }
-        if let d = rule.destination { negatable(d.inverted, "-d", d.value.network.description) }
+        // A non-contiguous mask is printed in address form, as iptables-save does.
+        if let s = rule.source { negatable(s.inverted, "-s", rule.sourceMask.map { "\(s.value.address)/\($0)" } ?? s.value.network.description) }
+        if let d = rule.destination { negatable(d.inverted, "-d", rule.destinationMask.map { "\(d.value.address)/\($0)" } ?? d.value.network.description) }
         if let i = rule.inInterface { negatable(i.inverted, "-i", i.value) }
         if let o = rule.outInterface { negatable(o.inverted, "-o", o.value) }
         if let p = rule.proto { negatable(p.inverted, "-p", IPProtocol.name(p.value)) }
@@ -77,7 +78,7 @@ public enum RuleRenderer {
     }
 
     static func icmpType(_ icmp: ICMPMatch, anyName: String) -> String {
-        if icmp.isAny { return anyName }
+        if icmp.isAny || (anyName == "any" && icmp.type == 255) { return anyName }
         if icmp.codes == 0...255 { return String(icmp.type) }
         if icmp.codes.lowerBound == icmp.codes.upperBound { return "\(icmp.type)/\(icmp.codes.lowerBound)" }
         return String(icmp.type)
@@ -112,6 +113,12 @@ public enum RuleRenderer {
         return text
     }
 
+    /// In the order libxt_*NAT print them.
+    static func natFlags(_ flags: NATFlags) -> [String] {
+        (flags.contains(.random) ? ["--random"] : []) + (flags.contains(.randomFully) ? ["--random-fully"] : [])
+            + (flags.contains(.persistent) ? ["--persistent"] : [])
+    }
+
     /// The target's name as `-j` shows it (`ACCEPT`, `DNAT`, a chain).
     public static func targetName(_ target: Target) -> String {
         render(target, family: .v4)[1]
@@ -137,12 +144,12 @@ public enum RuleRenderer {
             if let size { out += ["--nflog-size", String(size)] }
             if threshold != 0 { out += ["--nflog-threshold", String(threshold)] }
             return out
-        case .dnat(let range): return ["-j", "DNAT", "--to-destination", natRange(range, family: family)]
-        case .snat(let range): return ["-j", "SNAT", "--to-source", natRange(range, family: family)]
-        case .masquerade(let ports):
-            return ["-j", "MASQUERADE"] + (ports.map { ["--to-ports", $0.isSingle ? String($0.lower) : "\($0.lower)-\($0.upper)"] } ?? [])
-        case .redirect(let ports):
-            return ["-j", "REDIRECT"] + (ports.map { ["--to-ports", $0.isSingle ? String($0.lower) : "\($0.lower)-\($0.upper)"] } ?? [])
+        case .dnat(let range): return ["-j", "DNAT", "--to-destination", natRange(range, family: family)] + natFlags(range.flags)
+        case .snat(let range): return ["-j", "SNAT", "--to-source", natRange(range, family: family)] + natFlags(range.flags)
+        case .masquerade(let ports, let flags):
+            return ["-j", "MASQUERADE"] + (ports.map { ["--to-ports", $0.isSingle ? String($0.lower) : "\($0.lower)-\($0.upper)"] } ?? []) + natFlags(flags)
+        case .redirect(let ports, let flags):
+            return ["-j", "REDIRECT"] + (ports.map { ["--to-ports", $0.isSingle ? String($0.lower) : "\($0.lower)-\($0.upper)"] } ?? []) + natFlags(flags)
         case .mark(let value, let mask):
             return ["-j", "MARK", "--set-xmark", "0x\(String(value, radix: 16))/0x\(String(mask, radix: 16))"]
         case .tcpmss(let mss):

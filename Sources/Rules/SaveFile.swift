@@ -23,20 +23,31 @@ public struct SaveFileError: Error, Equatable, CustomStringConvertible {
     public var line: Int
     public var text: String
     public var reason: String
-    public var description: String { "line \(line) \"\(text)\": \(reason)" }
+    public var description: String { "line \(line) \"\(RuleParseError.clip(text, 200))\": \(reason)" }
 }
 
 /// Reads `iptables-save` output: `*table`, `:CHAIN POLICY [p:b]`, `-A CHAIN rule…`, `COMMIT`,
-/// comments. Every rule goes through `RuleParser`; errors name the line.
+/// comments. Every rule goes through `RuleParser` and `RuleContext`; errors name the line.
+/// The file is taken literally, as `iptables-restore` takes it: nothing is expanded (`$HOME` in a
+/// comment stays `$HOME`). A rule marked for the other family (`-6` in an IPv4 file, either before
+/// `-A` or among its options) is skipped, as `iptables-restore` skips it. Lines may end in CRLF.
 public enum SaveFileReader {
     public static func read(_ text: String, family: IPFamily, parser: RuleParser? = nil) throws(SaveFileError) -> SaveFile {
         var parser = parser ?? RuleParser()
         parser.family = family
+        parser.environment = nil
+        parser.restoreSyntax = true
         var tables: [SaveFile.TableSection] = []
         var current: SaveFile.TableSection?
-        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Split on the byte, not on Characters: "\r\n" is one Character and would not split.
+        for (offset, raw) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
             let number = offset + 1
-            let line = raw.trimming(" \t\r")
+            var line = String(decoding: raw, as: UTF8.self).trimming(" \t\r")
+            // `-4 -A …` / `-6 -A …`: for one family only.
+            if line.hasPrefix("-4 ") || line.hasPrefix("-6 ") {
+                if (line.hasPrefix("-4 ") ? IPFamily.v4 : .v6) != family { continue }
+                line = String(line.dropFirst(3)).trimming(" \t")
+            }
             if line.isEmpty || line.hasPrefix("#") { continue }
             func fail(_ reason: String) -> SaveFileError { SaveFileError(line: number, text: line, reason: reason) }
             if line.hasPrefix("*") {
@@ -69,7 +80,10 @@ public enum SaveFileReader {
                 guard current!.chains.contains(where: { $0.name == chain }) else { throw fail("chain \(chain) was not declared") }
                 let rules: [Rule]
                 do { rules = try parser.parse(String(rest[rest.index(after: space)...])) } catch {
-                    throw fail(error.description)
+                    throw fail(error.detail)
+                }
+                for rule in rules {
+                    do { try RuleContext.validate(rule, table: current!.table, chain: chain) } catch { throw fail(error.description) }
                 }
                 for rule in rules { current!.rules.append((chain, rule)) }
             } else {

@@ -14,7 +14,8 @@ struct DockNFVDHCPHook: ParsableCommand {
             route to the push file (atomically); on EXPIRE, FAIL, RELEASE and STOP it withdraws them. \
             OpenVPN is told (SIGHUP) only when the file's content changed.
             Environment: DOCKNFV_PUSH_FILE, DOCKNFV_OPENVPN_MANAGEMENT, DOCKNFV_OPENVPN_PIDFILE, \
-            DOCKNFV_REDIRECT_GATEWAY, DOCKNFV_DHCP_INSTALL_ROUTES.
+            DOCKNFV_REDIRECT_GATEWAY, DOCKNFV_DHCP_INSTALL_ROUTES (booleans: 1/0, true/false, yes/no, \
+            on/off; a variable set but empty is an error).
             """)
 
     @Option(help: "OpenVPN include file to write (default \(HookOptions.defaultPushFile)).")
@@ -35,29 +36,31 @@ struct DockNFVDHCPHook: ParsableCommand {
     func run() throws {
         let env = ProcessInfo.processInfo.environment
         let log: (String) -> Void = { FileHandle.standardError.write(Data("docknfv-dhcp-hook: \($0)\n".utf8)) }
-        var options = HookOptions()
-        options.pushFile = pushFile ?? env["DOCKNFV_PUSH_FILE"].flatMap { $0.isEmpty ? nil : $0 } ?? HookOptions.defaultPushFile
-        if let text = management ?? env["DOCKNFV_OPENVPN_MANAGEMENT"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            guard let control = OpenVPNControl.management(text) else {
-                log("error: management address \"\(text)\" is not unix:PATH or HOST:PORT")
-                throw ExitCode(2)
-            }
-            options.control = control
-        } else if let path = pidFile ?? env["DOCKNFV_OPENVPN_PIDFILE"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            options.control = .pidFile(path: path)
-        }
-        options.redirectGateway = redirectGateway || Self.truthy(env["DOCKNFV_REDIRECT_GATEWAY"])
-        options.installRoutes = !noRoutes && !Self.falsy(env["DOCKNFV_DHCP_INSTALL_ROUTES"])
+        let options: HookOptions
         do {
-            _ = try DHCPHookRunner(options: options, log: log).run(environment: env, backend: try LibNLRouting())
+            options = try HookOptions.resolve(pushFile: pushFile, management: management, pidFile: pidFile,
+                                              redirectGateway: redirectGateway, noRoutes: noRoutes, environment: env)
+        } catch {
+            log("error: \(error)")
+            throw ExitCode(2)
+        }
+        do {
+            let runner = DHCPHookRunner(options: options, log: log, interrupted: TerminationSignals.take)
+            _ = try runner.run(environment: env, backend: try LibNLRouting())
+        } catch HookError.interrupted(let signal) {
+            log("error: \(HookError.interrupted(signal: signal))")
+            throw ExitCode(128 + signal)
         } catch {
             log("error: \(error)")
             throw ExitCode(1)
         }
+        if let late = TerminationSignals.take() {
+            log("\(TerminationSignals.name(late)) arrived after the push file was replaced; the run was finished")
+        }
     }
-
-    static func truthy(_ value: String?) -> Bool { ["1", "true", "yes", "on"].contains(value?.lowercased() ?? "") }
-    static func falsy(_ value: String?) -> Bool { ["0", "false", "no", "off"].contains(value?.lowercased() ?? "") }
 }
 
+// Before anything else, while this is the only thread: a termination signal must not cut a route
+// sync short (the runner polls for it and rolls back, or finishes).
+TerminationSignals.hold()
 DockNFVDHCPHook.main()

@@ -138,7 +138,10 @@ struct DHCPHookRunnerTests {
 
     @Test func pidFileGetsSIGHUP() throws {
         try withDir { dir throws in
-            let process = try ChildProcess.spawn(["sleep", "30"])
+            // The hook signals only OpenVPN: a copy of sleep named openvpn stands in for it.
+            let openvpn = dir + "/openvpn"
+            try FileManager.default.copyItem(atPath: "/bin/sleep", toPath: openvpn)
+            let process = try ChildProcess.spawn([openvpn, "30"])
             try "\(process.pid)\n".write(toFile: dir + "/openvpn.pid", atomically: true, encoding: .utf8)
             let options = HookOptions(pushFile: dir + "/routes.conf", control: .pidFile(path: dir + "/openvpn.pid"), installRoutes: false)
             #expect(try DHCPHookRunner(options: options, log: { _ in }).run(environment: lease("BOUND", "24 10 9 0 10 1 0 1"), backend: backend()).notified)
