@@ -42,7 +42,7 @@ let package = Package(
         .target(name: "NFTables", dependencies: ["RuleEngine", "CLibNFTNL"]),
         .target(name: "IPSet", dependencies: ["RuleEngine", "CIPSetShim"]),
         .target(name: "IPTables", dependencies: ["RuleEngine", "IPSet", "CNetfilterShim"]),
-        .target(name: "RuleState", dependencies: ["Rules", "IPTables", "IPSet", "StateFiles"]),
+        .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "CDockNFVShim"]),
@@ -57,10 +57,10 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .executableTarget(name: "docknfvctl", dependencies: [
-            "RuleState", "IPTables", "Rules", "NetNS",
+            "RuleState", "RuleEngine", "NetNS",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "Rules"]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),

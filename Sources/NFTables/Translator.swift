@@ -44,8 +44,16 @@ struct Translator {
             else { out.expressions.append(.meta(key: NFT.metaL4proto, dreg: NFT.reg1)) }
             out.expressions.append(.cmp(proto.inverted ? .neq : .eq, sreg: NFT.reg1, data: [proto.value]))
         }
-        for (selector, offset) in [(rule.source, addressOffset.source), (rule.destination, addressOffset.destination)] {
+        for (selector, mask, offset) in [(rule.source, rule.sourceMask, addressOffset.source), (rule.destination, rule.destinationMask, addressOffset.destination)] {
             guard let selector else { continue }
+            if let mask {
+                // A non-contiguous netmask: address & mask == the (already masked) address.
+                let bytes = selector.value.address.bytes
+                out.expressions += [.payload(base: .network, offset: offset, length: UInt32(bytes.count), dreg: NFT.reg1),
+                                    .bitwise(sreg: NFT.reg1, dreg: NFT.reg1, mask: mask.bytes, xor: [UInt8](repeating: 0, count: bytes.count)),
+                                    .cmp(selector.inverted ? .neq : .eq, sreg: NFT.reg1, data: bytes)]
+                continue
+            }
             try out.expressions += address(selector, offset: offset, refuse: refuse)
         }
         for (selector, key) in [(rule.inInterface, NFT.metaIifname), (rule.outInterface, NFT.metaOifname)] {
@@ -230,12 +238,12 @@ struct Translator {
             return [.log(prefix: prefix.isEmpty ? nil : prefix, level: nil, group: group, snaplen: size, threshold: threshold)]
         case .dnat(let range): return nat(NFT.natDNAT, range, family: family)
         case .snat(let range): return nat(NFT.natSNAT, range, family: family)
-        case .masquerade(let ports):
+        case .masquerade(let ports, let flags):
             let (immediates, minReg, maxReg) = portRegisters(ports, first: NFT.reg1)
-            return immediates + [.masq(protoMin: minReg, protoMax: maxReg, flags: ports == nil ? 0 : NFT.protoSpecified)]
-        case .redirect(let ports):
+            return immediates + [.masq(protoMin: minReg, protoMax: maxReg, flags: (ports == nil ? 0 : NFT.protoSpecified) | flags.rawValue)]
+        case .redirect(let ports, let flags):
             let (immediates, minReg, maxReg) = portRegisters(ports, first: NFT.reg1)
-            return immediates + [.redir(protoMin: minReg, protoMax: maxReg, flags: ports == nil ? 0 : NFT.protoSpecified)]
+            return immediates + [.redir(protoMin: minReg, protoMax: maxReg, flags: (ports == nil ? 0 : NFT.protoSpecified) | flags.rawValue)]
         case .mark(let value, let mask):
             if mask == 0xffff_ffff { return [.immediate(dreg: NFT.reg1, data: Bytes.host32(value)), .metaSet(key: NFT.metaMark, sreg: NFT.reg1)] }
             return [.meta(key: NFT.metaMark, dreg: NFT.reg1),
@@ -259,7 +267,7 @@ struct Translator {
         }
         let (immediates, protoMin, protoMax) = portRegisters(range.ports, first: register)
         out += immediates
-        var flags: UInt32 = range.addresses == nil ? 0 : NFT.mapIPs
+        var flags: UInt32 = (range.addresses == nil ? 0 : NFT.mapIPs) | range.flags.rawValue
         if range.ports != nil { flags |= NFT.protoSpecified }
         out.append(.nat(type: type, family: family == .v4 ? NFT.nfprotoIPv4 : NFT.nfprotoIPv6, addrMin: addrMin, addrMax: addrMax,
                         protoMin: protoMin, protoMax: protoMax, flags: flags))

@@ -67,7 +67,7 @@ public struct Owner: Hashable, Sendable, CustomStringConvertible {
 
     public init(_ name: String) throws {
         guard !name.isEmpty, name.utf8.count <= 32, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "-" || $0 == "_") }) else {
-            throw EngineError(.invalidInput, "owner \(RuleEngineText.quoted(name)): 1 to 32 letters, digits, - or _")
+            throw EngineError(.invalidInput, "owner \(DisplayText.quoted(name)): 1 to 32 letters, digits, - or _")
         }
         self.name = name
     }
@@ -99,8 +99,9 @@ public struct Ruleset: Sendable, Equatable {
         return names
     }
 
-    /// Checks that hold whatever the backend: jumps lead to chains the table has, targets are
-    /// allowed in their table. Both backends call this first, so they refuse with the same words.
+    /// Checks that hold whatever the backend: jumps lead to chains the table has, and every rule
+    /// fits its table and the hooks its chain is reached from (`RuleContext`). Both backends call
+    /// this first, so they refuse with the same words.
     public func validate() throws {
         for table in tables {
             let known = Set(table.allUserChains)
@@ -109,8 +110,13 @@ public struct Ruleset: Sendable, Equatable {
                     if let jump = rule.target.chain, !known.contains(jump) {
                         throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": jumps to chain \(jump), which docknfv does not have")
                     }
-                    if let allowed = rule.target.allowedTables, !allowed.contains(table.table) {
-                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": target \(RuleRenderer.targetName(rule.target)) is not allowed in table \(table.table.rawValue)")
+                }
+            }
+            let hooks = table.hooksReaching()
+            for (chain, rules) in table.chains.sorted(by: { $0.key < $1.key }) {
+                for rule in rules {
+                    do { try RuleContext.validate(rule, table: table.table, chain: chain, builtinHooks: hooks[chain]) } catch {
+                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\" in \(chain): \(error)", cause: error)
                     }
                 }
             }
@@ -118,9 +124,29 @@ public struct Ruleset: Sendable, Equatable {
     }
 }
 
-enum RuleEngineText {
+extension TableRules {
+    /// For each user chain, the hooks of the built-in chains that reach it through jumps and gotos.
+    func hooksReaching() -> [String: Set<NetfilterHook>] {
+        var out: [String: Set<NetfilterHook>] = [:]
+        for builtin in table.builtinChains {
+            guard let hook = NetfilterHook(builtinChain: builtin) else { continue }
+            var pending = [builtin], seen: Set<String> = [builtin]
+            while let chain = pending.popLast() {
+                for rule in chains[chain] ?? [] {
+                    guard let next = rule.target.chain, seen.insert(next).inserted else { continue }
+                    out[next, default: []].insert(hook)
+                    pending.append(next)
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Text from users shown in messages.
+public enum DisplayText {
     /// A name for a message: quoted, control characters escaped, at most 64 characters.
-    static func quoted(_ text: String) -> String {
+    public static func quoted(_ text: String) -> String {
         var out = ""
         for scalar in text.unicodeScalars.prefix(64) {
             if scalar.value < 0x20 || scalar.value == 0x7f || scalar == "\"" { out += "\\u{\(String(scalar.value, radix: 16))}" } else { out.unicodeScalars.append(scalar) }

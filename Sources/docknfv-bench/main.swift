@@ -12,7 +12,7 @@
 import DualHome
 import IPSet
 import IPTables
-import Rules
+import RuleEngine
 import Foundation
 import NetNS
 import Routing

@@ -1,10 +1,10 @@
 import ArgumentParser
 import Foundation
-import IPSet
-import IPTables
 import NetNS
+import RuleEngine
 import RuleState
-import Rules
+
+// docknfvctl: argument parsing and printing only; everything else is RuleState's library API.
 
 // MARK: Shared options
 
@@ -12,8 +12,11 @@ struct GlobalOptions: ParsableArguments {
     @Option(help: "Network namespace to act in (a path such as /run/netns/NAME or /proc/PID/ns/net).")
     var netns: String?
 
-    @Option(help: "State directory (default $DOCKNFV_STATE_DIR, /var/lib/docknfv, or /var/lib/docknfv/netns/NAME with --netns).")
+    @Option(help: "State directory (default $DOCKNFV_STATE_DIR, /var/lib/docknfv, or a directory per namespace with --netns).")
     var stateDir: String?
+
+    @Option(help: "Backend: auto (default: what docknfv's state uses, else the one kind of rules the namespace holds, else the system's iptables variant), nftables or iptables.")
+    var backend: String = ProcessInfo.processInfo.environment["DOCKNFV_BACKEND"] ?? "auto"
 
     @Flag(help: "Print JSON.")
     var json = false
@@ -21,22 +24,15 @@ struct GlobalOptions: ParsableArguments {
     @Flag(help: "Validate and show what would change; change nothing.")
     var dryRun = false
 
-    var store: StateStore {
+    func store() throws -> StateStore {
         if let stateDir { return StateStore(directory: stateDir) }
-        if let env = ProcessInfo.processInfo.environment["DOCKNFV_STATE_DIR"], !env.isEmpty { return StateStore(directory: env) }
-        if let netns { return StateStore(directory: "/var/lib/docknfv/netns/" + (netns.split(separator: "/").last.map(String.init) ?? "ns")) }
+        if let env = ProcessInfo.processInfo.environment["DOCKNFV_STATE_DIR"] { return StateStore(directory: env) }
+        if let netns { return StateStore(directory: "/var/lib/docknfv/netns/" + (try NamespaceKey.of(netns))) }
         return StateStore(directory: "/var/lib/docknfv")
     }
 
-    var manager: RuleManager { RuleManager(store: store, dryRun: dryRun) }
-
-    /// The shape of every changing command: inside the namespace, change the desired state and
-    /// apply it (RuleManager.mutate), then report `message` or, with --json, what was committed.
-    func change(_ message: String, _ body: (inout DesiredState) throws -> Void) throws {
-        try guarded {
-            let (_, report) = try run { try manager.mutate(body) }
-            emit(self, text: message, json: reportJSON(report, dryRun: dryRun))
-        }
+    func manager() throws -> RuleManager {
+        RuleManager(store: try store(), backend: try BackendChoice(parsing: backend), dryRun: dryRun)
     }
 
     /// Runs `body` inside the namespace when --netns is given.
@@ -44,13 +40,46 @@ struct GlobalOptions: ParsableArguments {
         guard let netns else { return try body() }
         return try NetworkNamespace.run(path: netns, body)
     }
+
+    /// The shape of every changing command: inside the namespace, change the desired state and
+    /// apply it, then print `message` or, with --json, what was done.
+    func change(_ message: String, _ body: (inout DesiredState) throws -> Void) throws {
+        try guarded {
+            let manager = try manager()
+            let (state, report) = try run { try manager.mutate(body) }
+            emit(text: message, json: Output.Report(report, dryRun: dryRun, backend: state.backend))
+        }
+    }
+
+    func emit<T: Encodable>(text: String, json value: T) {
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: (try? encoder.encode(value)) ?? Data(), as: UTF8.self))
+        } else if !text.isEmpty {
+            print(text)
+        }
+    }
+}
+
+/// The state directory of a namespace given by path: its name for /run/netns/NAME, else the
+/// namespace's own identity (its inode), so /proc/A/ns/net and /proc/B/ns/net never share a file.
+enum NamespaceKey {
+    static func of(_ path: String) throws -> String {
+        for prefix in ["/run/netns/", "/var/run/netns/"] where path.hasPrefix(prefix) && !path.dropFirst(prefix.count).contains("/") {
+            return String(path.dropFirst(prefix.count))
+        }
+        var info = stat()
+        guard stat(path, &info) == 0 else { throw EngineError(.invalidInput, "--netns \(path): \(String(cString: strerror(errno)))") }
+        return "ino-\(info.st_dev)-\(info.st_ino)"
+    }
 }
 
 struct RuleLocation: ParsableArguments {
     @Option(help: "Table: filter, nat, mangle or raw.")
     var table: String = "filter"
 
-    @Option(help: "Chain: a built-in chain of the table or a chain of docknfv's own.")
+    @Option(help: "Chain: a built-in chain of the table or a chain created with `chain create`.")
     var chain: String?
 
     @Option(name: [.customLong("family")], help: "ipv4 or ipv6 (default: from the rule, else ipv4).")
@@ -76,6 +105,8 @@ struct RuleLocation: ParsableArguments {
         }
     }
 
+    func key() throws -> TableKey { TableKey(try family() ?? .v4, try parsedTable()) }
+
     func validChain(_ name: String, table: NetfilterTable) throws -> String {
         if table.builtinChains.contains(name) || ChainNames.isValidUserChain(name) { return name }
         throw ValidationError("--chain \(name): not a built-in chain of \(table.rawValue) and not a valid chain name (letters, digits, -_., at most \(ChainNames.maxKernelLength - ChainNames.prefix.count) characters)")
@@ -83,60 +114,32 @@ struct RuleLocation: ParsableArguments {
 }
 
 func parseRule(_ words: [String], family: IPFamily?) throws -> [Rule] {
-    guard !words.isEmpty else { throw ValidationError("no rule given: put it after --, e.g. -- -p tcp --dport 80 -j ACCEPT") }
+    guard !words.isEmpty else { throw EngineError(.invalidInput, "no rule given: put it after --, e.g. -- -p tcp --dport 80 -j ACCEPT") }
     do {
-        return try RuleParser(family: family, environment: ProcessInfo.processInfo.environment, resolver: Resolver.resolve).parse(tokens: words)
+        return try RuleParser(family: family, environment: ProcessInfo.processInfo.environment, resolver: HostResolver.resolve).parse(tokens: words)
     } catch {
-        throw ValidationError(error.description)
+        throw EngineError(.invalidInput, error.description)
     }
 }
 
-enum Resolver {
-    /// getaddrinfo for `-s host.example`: one rule per address.
-    static func resolve(_ name: String, _ family: IPFamily?) -> [IPAddress] {
-        var hints = addrinfo()
-        hints.ai_family = family?.addressFamily ?? AF_UNSPEC
-        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-        var result: UnsafeMutablePointer<addrinfo>?
-        guard getaddrinfo(name, nil, &hints, &result) == 0 else { return [] }
-        defer { freeaddrinfo(result) }
-        var out: [IPAddress] = []
-        var node = result
-        while let info = node {
-            if info.pointee.ai_family == AF_INET, let sa = info.pointee.ai_addr {
-                sa.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { var a = $0.pointee.sin_addr; out.append(IPAddress(family: .v4, bytes: withUnsafeBytes(of: &a) { Array($0) })!) }
-            } else if info.pointee.ai_family == AF_INET6, let sa = info.pointee.ai_addr {
-                sa.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { var a = $0.pointee.sin6_addr; out.append(IPAddress(family: .v6, bytes: withUnsafeBytes(of: &a) { Array($0) })!) }
-            }
-            node = info.pointee.ai_next
+/// Exit statuses for domain errors (argument syntax errors keep argument-parser's 64 and usage).
+enum ExitStatus {
+    static func of(_ code: EngineError.Code) -> Int32 {
+        switch code {
+        case .invalidInput, .unsupported, .conflict: return 65 // EX_DATAERR
+        case .busy: return 75 // EX_TEMPFAIL: try again later
+        case .permission: return 77 // EX_NOPERM
+        case .invalidState, .kernel, .io: return 1
         }
-        var seen = Set<IPAddress>()
-        return out.filter { seen.insert($0).inserted }
     }
 }
 
-func emit(_ global: GlobalOptions, text: String, json: [String: Any]) {
-    if global.json {
-        let data = (try? JSONSerialization.data(withJSONObject: json, options: [.prettyPrinted, .sortedKeys])) ?? Data()
-        print(String(decoding: data, as: UTF8.self))
-    } else if !text.isEmpty {
-        print(text)
-    }
-}
-
-func reportJSON(_ report: ApplyReport, dryRun: Bool) -> [String: Any] {
-    ["committed": report.committed.map(\.description), "unchanged": report.unchanged.map(\.description), "sets": report.sets, "dryRun": dryRun]
-}
-
-func ruleJSON(_ rule: StoredRule) -> [String: Any] {
-    ["id": rule.id, "family": rule.rule.family.rawValue, "table": rule.table.rawValue, "chain": rule.chain, "rule": rule.text]
-}
-
-/// Wraps errors from the library into argument-parser exits with a clear message.
+/// Prints a domain error as one message (no usage text) and exits with its status.
 func guarded(_ body: () throws -> Void) throws {
     do { try body() } catch let error as ValidationError { throw error } catch let error as ExitCode { throw error } catch {
-        FileHandle.standardError.write(Data("docknfvctl: error: \(error)\n".utf8))
-        throw ExitCode.failure
+        let engine = error as? EngineError ?? EngineError(.kernel, "\(error)")
+        FileHandle.standardError.write(Data("docknfvctl: error: \(engine.message)\n".utf8))
+        throw ExitCode(ExitStatus.of(engine.code))
     }
 }
 
@@ -147,12 +150,14 @@ struct DockNFVCtl: ParsableCommand {
         commandName: "docknfvctl",
         abstract: "Manage docknfv's firewall and NAT rules at runtime (inside a VNF, or from the host with --netns).",
         discussion: """
-            docknfv keeps a desired state (rules.json in the state directory) and makes the kernel hold it: its \
-            rules live in its own chains (DNFV-<chain>), entered by one jump at the top of each built-in chain; \
-            every change is one libiptc commit per table and never touches rules docknfv does not own.
+            docknfv keeps a desired state (rules.json in the state directory) and makes the kernel hold it through \
+            one of two backends: nftables (its own tables, ip/ip6 docknfv, changed in one atomic batch) or legacy \
+            x_tables through libiptc (its own chains DNFV-<chain>, one commit per table). It never touches rules it \
+            does not own. Exit status: 0 done, 1 kernel or file error, 64 bad arguments, 65 bad rule or value, \
+            75 busy (try again later), 77 not permitted.
             """,
         subcommands: [RuleCommand.self, PolicyCommand.self, ChainCommand.self, NATCommand.self, IPSetCommand.self, ImportCommand.self,
-                      SaveCommand.self, ApplyCommand.self, DiffCommand.self, StatusCommand.self])
+                      SaveCommand.self, ApplyCommand.self, DiffCommand.self, StatusCommand.self, MigrateCommand.self])
 }
 
 struct RuleCommand: ParsableCommand {
@@ -188,20 +193,11 @@ struct RuleCommand: ParsableCommand {
 
         func run() throws {
             let table = try location.parsedTable()
-            let wanted = id == nil ? try parseRule(rule, family: try location.family()) : []
             if id == nil && location.chain == nil { throw ValidationError("give --id, or --chain and the rule after --") }
-            try global.change("deleted") { state in
-                let before = state.rules.count
-                if let id {
-                    state.rules.removeAll { $0.id == id }
-                    if state.rules.count == before { throw ValidationError("no rule with id \(id)") }
-                } else {
-                    for rule in wanted {
-                        guard let index = state.rules.firstIndex(where: { $0.table == table && $0.chain == location.chain && $0.rule == rule }) else {
-                            throw ValidationError("chain \(location.chain!) in \(table.rawValue) has no rule \"\(RuleRenderer.render(rule))\"")
-                        }
-                        state.rules.remove(at: index)
-                    }
+            try guarded {
+                let wanted = id == nil ? try parseRule(rule, family: try location.family()) : []
+                try global.change("deleted") { state in
+                    if let id { try state.deleteRule(id: id) } else { try state.deleteRules(wanted, table: table, chain: location.chain!) }
                 }
             }
         }
@@ -215,10 +211,10 @@ struct RuleCommand: ParsableCommand {
 
         func run() throws {
             try guarded {
-                let state = try global.store.load()
+                let state = try global.store().load()
                 let rules = state.rules.filter { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
                 let text = rules.map { "\($0.id)\t\($0.rule.family)\t\($0.table.rawValue)\t\($0.chain)\t\($0.text)" }.joined(separator: "\n")
-                emit(global, text: text, json: ["rules": rules.map(ruleJSON)])
+                global.emit(text: text, json: Output.RuleList(rules: rules.map(Output.RuleInfo.init)))
             }
         }
     }
@@ -230,14 +226,12 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "Only this chain.") var chain: String?
 
         func run() throws {
-            if let table, NetfilterTable(rawValue: table) == nil { throw ValidationError("--table \(table): expected filter, nat, mangle or raw") }
-            try global.change("flushed") { state in
-                state.rules.removeAll { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
-                if chain == nil {
-                    state.policies = state.policies.filter { table != nil && $0.key.key.table.rawValue != table }
-                    state.userChains = state.userChains.filter { table != nil && $0.key.table.rawValue != table }
-                }
+            var parsed: NetfilterTable?
+            if let table {
+                guard let value = NetfilterTable(rawValue: table) else { throw ValidationError("--table \(table): expected filter, nat, mangle or raw") }
+                parsed = value
             }
+            try global.change("flushed") { try $0.flush(table: parsed, chain: chain) }
         }
     }
 }
@@ -251,28 +245,16 @@ func addRules(global: GlobalOptions, location: RuleLocation, words: [String], po
 }
 
 func addRules(global: GlobalOptions, table: NetfilterTable, chain: String, family: IPFamily?, words: [String], position: Int?) throws {
-    let rules = try parseRule(words, family: family)
-    if let position, position < 1 { throw ValidationError("--position must be 1 or more") }
     try guarded {
+        let rules = try parseRule(words, family: family)
         var added: [StoredRule] = []
-        let (_, report) = try global.run {
-            try global.manager.mutate { state in
-                var index = position.map { p in
-                    // Position within the chain → index in the flat list.
-                    let inChain = state.rules.enumerated().filter { $0.element.table == table && $0.element.chain == chain }
-                    return p - 1 < inChain.count ? inChain[p - 1].offset : state.rules.count
-                } ?? state.rules.count
-                for rule in rules {
-                    if !table.builtinChains.contains(chain) { state.userChains.insert(.init(TableKey(rule.family, table), chain)) }
-                    let stored = StoredRule(id: state.newID(), table: table, chain: chain, rule: rule)
-                    state.rules.insert(stored, at: index)
-                    added.append(stored)
-                    index += 1
-                }
-            }
+        let manager = try global.manager()
+        let (state, report) = try global.run {
+            try manager.mutate { added = try $0.addRules(rules, table: table, chain: chain, position: position) }
         }
-        emit(global, text: added.map { "\($0.id)\t\($0.text)" }.joined(separator: "\n"),
-             json: reportJSON(report, dryRun: global.dryRun).merging(["rules": added.map(ruleJSON)]) { a, _ in a })
+        var json = Output.Report(report, dryRun: global.dryRun, backend: state.backend)
+        json.rules = added.map(Output.RuleInfo.init)
+        global.emit(text: added.map { "\($0.id)\t\($0.text)" }.joined(separator: "\n"), json: json)
     }
 }
 
@@ -284,13 +266,8 @@ struct PolicyCommand: ParsableCommand {
     @Argument(help: "ACCEPT or DROP.") var policy: String
 
     func run() throws {
-        let table = try location.parsedTable()
-        guard table.builtinChains.contains(chainName) else { throw ValidationError("\(chainName) is not a built-in chain of \(table.rawValue)") }
-        guard ["ACCEPT", "DROP"].contains(policy.uppercased()) else { throw ValidationError("policy \(policy): expected ACCEPT or DROP") }
-        let family = try location.family() ?? .v4
-        try global.change("policy \(chainName) \(policy.uppercased())") { state in
-            state.policies[.init(TableKey(family, table), chainName)] = policy.uppercased()
-        }
+        let key = try location.key()
+        try global.change("policy \(chainName) \(policy.uppercased())") { try $0.setPolicy(policy, chain: chainName, key) }
     }
 }
 
@@ -302,10 +279,8 @@ struct ChainCommand: ParsableCommand {
         @OptionGroup var location: RuleLocation
         @Argument var name: String
         func run() throws {
-            let table = try location.parsedTable()
-            guard ChainNames.isValidUserChain(name), !table.builtinChains.contains(name) else { throw ValidationError("chain name \(name) is invalid or too long") }
-            let family = try location.family() ?? .v4
-            try global.change("chain \(name)") { $0.userChains.insert(.init(TableKey(family, table), name)) }
+            let key = try location.key()
+            try global.change("chain \(name)") { try $0.createChain(name, key) }
         }
     }
     struct Delete: ParsableCommand {
@@ -313,16 +288,8 @@ struct ChainCommand: ParsableCommand {
         @OptionGroup var location: RuleLocation
         @Argument var name: String
         func run() throws {
-            let table = try location.parsedTable()
-            let family = try location.family() ?? .v4
-            try global.change("deleted chain \(name)") { state in
-                let key = TableKey(family, table)
-                if state.rules.contains(where: { $0.key == key && $0.rule.target.chain == name }) {
-                    throw ValidationError("rules still jump to \(name); delete them first")
-                }
-                state.rules.removeAll { $0.key == key && $0.chain == name }
-                state.userChains.remove(.init(key, name))
-            }
+            let key = try location.key()
+            try global.change("deleted chain \(name)") { try $0.deleteChain(name, key) }
         }
     }
 }
@@ -378,17 +345,8 @@ func addNAT(_ global: GlobalOptions, chain: String, _ words: [String]) throws {
 }
 
 struct IPSetCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "ipset", abstract: "Manage docknfv's ipsets (hash:net, hash:ip, hash:ip,port).",
+    static let configuration = CommandConfiguration(commandName: "ipset", abstract: "Manage docknfv's sets (hash:net, hash:ip, hash:ip,port): ipsets with iptables, nftables sets with nftables.",
                                                     subcommands: [Create.self, Add.self, Del.self, List.self, Destroy.self])
-
-    static func parseEntries(_ texts: [String], _ spec: DesiredState.SetSpec, set: String) throws -> [SetEntry] {
-        try texts.map { text in
-            guard let entry = SetEntry(text, type: spec.type), entry.family == spec.family else {
-                throw ValidationError("\(text) is not a valid \(spec.family) element of \(spec.type.rawValue) set \(set)")
-            }
-            return entry
-        }
-    }
 
     struct Create: ParsableCommand {
         @OptionGroup var global: GlobalOptions
@@ -398,13 +356,7 @@ struct IPSetCommand: ParsableCommand {
         @Argument(help: "Initial elements.") var entries: [String] = []
         func run() throws {
             guard let setType = SetType(rawValue: type) else { throw ValidationError("set type \(type): expected hash:net, hash:ip or hash:ip,port") }
-            guard !name.isEmpty, name.utf8.count <= IPSet.maxNameLength - 4, !name.contains(" ") else { throw ValidationError("set name \(name): 1 to 27 characters, no spaces") }
-            var spec = DesiredState.SetSpec(type: setType, family: ipv6 ? .v6 : .v4)
-            spec.entries = try IPSetCommand.parseEntries(entries, spec, set: name)
-            try global.change("set \(name)") { state in
-                if state.sets[name] != nil { throw ValidationError("set \(name) exists already") }
-                state.sets[name] = spec
-            }
+            try global.change("set \(name)") { try $0.createSet(name, type: setType, family: ipv6 ? .v6 : .v4, entries: entries) }
         }
     }
 
@@ -413,11 +365,7 @@ struct IPSetCommand: ParsableCommand {
         @Argument var name: String
         @Argument var entries: [String]
         func run() throws {
-            try global.change("added \(entries.count) element(s) to \(name)") { state in
-                guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
-                for entry in try IPSetCommand.parseEntries(entries, spec, set: name) where !spec.entries.contains(entry) { spec.entries.append(entry) }
-                state.sets[name] = spec
-            }
+            try global.change("added \(entries.count) element(s) to \(name)") { try $0.addElements(entries, to: name) }
         }
     }
 
@@ -426,13 +374,7 @@ struct IPSetCommand: ParsableCommand {
         @Argument var name: String
         @Argument var entries: [String]
         func run() throws {
-            try global.change("deleted \(entries.count) element(s) from \(name)") { state in
-                guard var spec = state.sets[name] else { throw ValidationError("no docknfv set \(name)") }
-                let gone = try IPSetCommand.parseEntries(entries, spec, set: name)
-                for entry in gone where !spec.entries.contains(entry) { throw ValidationError("\(entry) is not in set \(name)") }
-                spec.entries.removeAll { gone.contains($0) }
-                state.sets[name] = spec
-            }
+            try global.change("deleted \(entries.count) element(s) from \(name)") { try $0.deleteElements(entries, from: name) }
         }
     }
 
@@ -441,17 +383,17 @@ struct IPSetCommand: ParsableCommand {
         @Argument var name: String?
         func run() throws {
             try guarded {
-                let state = try global.store.load()
+                let state = try global.store().load()
                 let names = state.sets.keys.sorted().filter { name == nil || $0 == name }
-                if let name, names.isEmpty { throw ValidationError("no docknfv set \(name)") }
+                if let name, names.isEmpty { throw EngineError(.invalidInput, "no docknfv set \(DisplayText.quoted(name))") }
                 let text = names.map { n in
                     let spec = state.sets[n]!
                     return "\(n) \(spec.type.rawValue) \(spec.family) (\(spec.entries.count) elements)\n" + spec.entries.map { "  \($0)" }.joined(separator: "\n")
                 }.joined(separator: "\n")
-                emit(global, text: text, json: ["sets": names.map { n -> [String: Any] in
+                global.emit(text: text, json: Output.SetList(sets: names.map { n in
                     let spec = state.sets[n]!
-                    return ["name": n, "type": spec.type.rawValue, "family": spec.family.rawValue, "entries": spec.entries.map(\.description)]
-                }])
+                    return Output.SetInfo(name: n, type: spec.type.rawValue, family: spec.family.rawValue, entries: spec.entries.map(\.description))
+                }))
             }
         }
     }
@@ -460,13 +402,7 @@ struct IPSetCommand: ParsableCommand {
         @OptionGroup var global: GlobalOptions
         @Argument var name: String
         func run() throws {
-            try global.change("destroyed \(name)") { state in
-                guard state.sets[name] != nil else { throw ValidationError("no docknfv set \(name)") }
-                if let user = state.rules.first(where: { $0.rule.matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
-                    throw ValidationError("rule \(user.id) matches on set \(name); delete it first")
-                }
-                state.sets[name] = nil
-            }
+            try global.change("destroyed \(name)") { try $0.destroySet(name) }
         }
     }
 }
@@ -478,35 +414,25 @@ struct ImportCommand: ParsableCommand {
     @Argument(help: "File, or - for standard input.") var file: String
 
     func run() throws {
-        let text: String
-        if file == "-" {
-            text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
-        } else {
-            guard let data = FileManager.default.contents(atPath: file) else { throw ValidationError("cannot read \(file)") }
-            text = String(decoding: data, as: UTF8.self)
-        }
-        let family: IPFamily = ipv6 ? .v6 : .v4
-        let save: SaveFile
-        do {
-            save = try SaveFileReader.read(text, family: family, parser: RuleParser(environment: ProcessInfo.processInfo.environment, resolver: Resolver.resolve))
-        } catch { throw ValidationError("\(file): \(error)") }
         try guarded {
-            let (_, report) = try global.run {
-                try global.manager.mutate { state in
-                    for section in save.tables {
-                        let key = TableKey(family, section.table)
-                        for chain in section.chains {
-                            if let policy = chain.policy { if policy != "ACCEPT" { state.policies[.init(key, chain.name)] = policy } }
-                            else { state.userChains.insert(.init(key, chain.name)) }
-                        }
-                        for (chain, rule) in section.rules {
-                            state.rules.append(StoredRule(id: state.newID(), table: section.table, chain: chain, rule: rule))
-                        }
-                    }
-                }
+            let text: String
+            if file == "-" {
+                text = String(decoding: FileHandle.standardInput.readDataToEndOfFile(), as: UTF8.self)
+            } else {
+                guard let data = FileManager.default.contents(atPath: file) else { throw EngineError(.invalidInput, "cannot read \(file)") }
+                text = String(decoding: data, as: UTF8.self)
             }
-            let count = save.tables.reduce(0) { $0 + $1.rules.count }
-            emit(global, text: "imported \(count) rules", json: reportJSON(report, dryRun: global.dryRun).merging(["imported": count]) { a, _ in a })
+            let family: IPFamily = ipv6 ? .v6 : .v4
+            let save: SaveFile
+            do { save = try SaveFileReader.read(text, family: family, parser: RuleParser(resolver: HostResolver.resolve)) } catch {
+                throw EngineError(.invalidInput, "\(file): \(error)")
+            }
+            var count = 0
+            let manager = try global.manager()
+            let (state, report) = try global.run { try manager.mutate { count = try $0.merge(save, family: family) } }
+            var json = Output.Report(report, dryRun: global.dryRun, backend: state.backend)
+            json.imported = count
+            global.emit(text: "imported \(count) rules", json: json)
         }
     }
 }
@@ -516,13 +442,10 @@ struct SaveCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     func run() throws {
         try guarded {
-            let state = try global.store.load()
+            let state = try global.store().load()
             let text = [IPFamily.v4, .v6].map { state.saveText(family: $0) }.filter { !$0.isEmpty }
                 .enumerated().map { $0.offset == 0 ? $0.element : "# ipv6\n" + $0.element }.joined()
-            emit(global, text: text.hasSuffix("\n") ? String(text.dropLast()) : text,
-                 json: ["rules": state.rules.map(ruleJSON),
-                        "policies": state.policies.map { ["family": $0.key.key.family.rawValue, "table": $0.key.key.table.rawValue, "chain": $0.key.chain, "policy": $0.value] },
-                        "chains": state.userChains.sorted().map { ["family": $0.key.family.rawValue, "table": $0.key.table.rawValue, "chain": $0.chain] }])
+            global.emit(text: text.hasSuffix("\n") ? String(text.dropLast()) : text, json: Output.SaveInfo(state))
         }
     }
 }
@@ -532,28 +455,33 @@ struct ApplyCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     func run() throws {
         try guarded {
-            let report = try global.run { try global.manager.apply() }
-            emit(global, text: "committed: \(report.committed.map(\.description).joined(separator: ", ")); unchanged: \(report.unchanged.map(\.description).joined(separator: ", "))",
-                 json: reportJSON(report, dryRun: global.dryRun))
+            let manager = try global.manager()
+            let report = try global.run { try manager.apply() }
+            global.emit(text: "committed: \(report.committed.map(\.description).joined(separator: ", ")); unchanged: \(report.unchanged.map(\.description).joined(separator: ", "))",
+                        json: Output.Report(report, dryRun: global.dryRun))
         }
     }
 }
 
 struct DiffCommand: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what the kernel holds that differs from the desired state (exit 1 if anything).")
+    static let configuration = CommandConfiguration(commandName: "diff", abstract: "Show what the kernel holds that differs from the desired state (exit 1 if anything, 2 on error).")
     @OptionGroup var global: GlobalOptions
     func run() throws {
         var differs = false
-        try guarded {
-            let drift = try global.run { try global.manager.diff() }
-            var lines: [String] = []
-            for (key, d) in drift {
-                lines += d.missing.map { "\(key) missing: \($0)" }
-                lines += d.unexpected.map { "\(key) unexpected: \($0)" }
+        do {
+            try guarded {
+                let manager = try global.manager()
+                let drift = try global.run { try manager.diff() }
+                var lines: [String] = []
+                for (key, d) in drift {
+                    lines += d.missing.map { "\(key) missing: \($0)" }
+                    lines += d.unexpected.map { "\(key) unexpected: \($0)" }
+                }
+                differs = !lines.isEmpty
+                global.emit(text: lines.isEmpty ? "in sync" : lines.joined(separator: "\n"), json: Output.Diff(drift))
             }
-            differs = !lines.isEmpty
-            emit(global, text: lines.isEmpty ? "in sync" : lines.joined(separator: "\n"),
-                 json: ["inSync": lines.isEmpty, "tables": Dictionary(uniqueKeysWithValues: drift.map { ($0.0.description, ["missing": $0.1.missing, "unexpected": $0.1.unexpected]) })])
+        } catch is ExitCode {
+            throw ExitCode(2) // like diff(1): 1 means "differs", so trouble is 2
         }
         if differs { throw ExitCode(1) }
     }
@@ -564,16 +492,40 @@ struct StatusCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     func run() throws {
         try guarded {
-            let state = try global.store.load()
-            let (drift, nft) = try global.run { (try global.manager.diff(), NFTablesProbe.tablesInUse()) }
-            let inSync = drift.allSatisfy { $0.1.isEmpty }
-            var lines = ["state: \(global.store.path)", "rules: \(state.rules.count) in \(Set(state.rules.map(\.key)).count) table(s)",
-                         "backend: \(global.manager.engine.name)", "kernel: \(inSync ? "in sync" : "differs (see docknfvctl diff)")"]
-            if !nft.isEmpty {
-                lines.append("warning: nf_tables also holds tables here (\(nft.joined(separator: ", "))); rules there (iptables-nft) are evaluated too and docknfv does not manage them")
+            let store = try global.store()
+            let manager = try global.manager()
+            let state = try store.load()
+            let (selection, drift, nft, legacy) = try global.run {
+                (try manager.selection(for: state), try manager.diff(), NFTablesInventory.tables(), XTablesInventory.holdsRules())
             }
-            emit(global, text: lines.joined(separator: "\n"),
-                 json: ["stateFile": global.store.path, "rules": state.rules.count, "backend": "legacy", "inSync": inSync, "nftablesTables": nft])
+            let inSync = drift.allSatisfy { $0.1.isEmpty }
+            var lines = ["state: \(store.path)", "rules: \(state.rules.count) in \(Set(state.rules.map(\.key)).count) table(s), \(state.sets.count) set(s)",
+                         "backend: \(selection.kind.rawValue) (\(selection.reason))", "kernel: \(inSync ? "in sync" : "differs (see docknfvctl diff)")"]
+            let foreign = nft.filter { !$0.hasSuffix(" docknfv") }
+            if selection.kind == .iptables && !foreign.isEmpty {
+                lines.append("warning: nf_tables also holds tables here (\(foreign.joined(separator: ", "))); their rules are evaluated too and docknfv does not manage them")
+            }
+            if selection.kind == .nftables && legacy {
+                lines.append("warning: legacy x_tables also holds rules here (iptables-legacy-save shows them); they are evaluated too and docknfv does not manage them")
+            }
+            global.emit(text: lines.joined(separator: "\n"),
+                        json: Output.Status(stateFile: store.path, rules: state.rules.count, backend: selection.kind.rawValue, backendReason: selection.reason,
+                                            inSync: inSync, nftablesTables: nft, legacyRules: legacy))
+        }
+    }
+}
+
+struct MigrateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "migrate", abstract: "Move docknfv's rules to the other backend (the new copy is in force before the old one goes).")
+    @OptionGroup var global: GlobalOptions
+    @Option(help: "nftables or iptables.") var to: String
+    func run() throws {
+        guard let kind = BackendKind(rawValue: to) else { throw ValidationError("--to \(to): expected nftables or iptables") }
+        try guarded {
+            let manager = try global.manager()
+            let (from, report) = try global.run { try manager.migrate(to: kind) }
+            global.emit(text: from == kind ? "already on \(kind.rawValue)" : "moved from \(from.rawValue) to \(kind.rawValue)",
+                        json: Output.Migration(from: from.rawValue, to: kind.rawValue, committed: report.committed.map(\.description), sets: report.sets))
         }
     }
 }
@@ -581,7 +533,7 @@ struct StatusCommand: ParsableCommand {
 /// Global options may come before the subcommand (`docknfvctl --netns P rule add …`); argument
 /// parser wants them on the leaf command, so they are moved just before `--` (or to the end).
 func relocatingGlobalOptions(_ arguments: [String]) -> [String] {
-    let withValue: Set<String> = ["--netns", "--state-dir"], flags: Set<String> = ["--json", "--dry-run"]
+    let withValue: Set<String> = ["--netns", "--state-dir", "--backend"], flags: Set<String> = ["--json", "--dry-run"]
     var globals: [String] = [], rest: [String] = []
     var index = 0
     var leading = true
