@@ -1,6 +1,7 @@
 import DualHome
 import NetTypes
 import Foundation
+import StateFiles
 
 /// docknfv-init's configuration: `/etc/docknfv/init.json` (or `--config`), then `DOCKNFV_*`
 /// environment variables on top.
@@ -42,7 +43,16 @@ public struct InitConfig: Sendable, Equatable {
         }
         try config.merge(environment: environment)
         do { try config.dualHome.validate() } catch { throw InitConfigError(error) }
+        try config.checkStateDir(field: environment["DOCKNFV_STATE_DIR"] != nil ? "DOCKNFV_STATE_DIR" : "stateDir")
         return config
+    }
+
+    /// docknfv-init only reads the state directory: it may be missing (nothing persisted) or
+    /// read-only, but it must be an absolute path to a directory that only root can change.
+    func checkStateDir(field: String) throws(InitConfigError) {
+        do { try StateDirectory.checkReadable(stateDir) } catch {
+            throw .invalid(field: field, value: stateDir, reason: error.description)
+        }
     }
 
     static func readFile(_ path: String, required: Bool) throws(InitConfigError) -> Data? {
@@ -59,6 +69,7 @@ public struct InitConfig: Sendable, Equatable {
     // MARK: JSON
 
     mutating func merge(json data: Data, path: String) throws(InitConfigError) {
+        try JSONKeyCheck.check(data, path: path)
         let file: FileConfig
         do {
             file = try JSONDecoder().decode(FileConfig.self, from: data)
@@ -139,7 +150,7 @@ public struct InitConfig: Sendable, Equatable {
             }
             try setTimeout(value, field: "DOCKNFV_WAIT_TIMEOUT")
         }
-        if let dir = env["DOCKNFV_STATE_DIR"], !dir.isEmpty { stateDir = dir }
+        if let dir = env["DOCKNFV_STATE_DIR"] { stateDir = dir }
     }
 
     static func parseUInt32(_ text: String, field: String) throws(InitConfigError) -> UInt32 {

@@ -109,7 +109,12 @@ public struct RuleParser {
             if value < tokens.endIndex && tokens[value] == "!" { value += 1 }
             guard value < tokens.endIndex else { continue }
             if option == "-p", UInt8(tokens[value]) == nil, IPProtocol.number(tokens[value]) == nil { throw fail("unknown protocol", value) }
-            if option == "-i" || option == "-o", tokens[value].utf8.count >= 16 { throw fail("not a valid interface name", value) }
+            if option == "-p", value > i + 1 || (i > tokens.startIndex && tokens[i - 1] == "!"), (UInt8(tokens[value]) ?? IPProtocol.number(tokens[value])) == 0 {
+                throw fail("rule would never match: \"! -p \(tokens[value])\" excludes every protocol", value)
+            }
+            if option == "-i" || option == "-o", tokens[value].utf8.count >= 16 || tokens[value].contains("/") || tokens[value].contains(" ") {
+                throw fail("not a valid interface name", value)
+            }
         }
     }
 
@@ -315,7 +320,16 @@ private struct RuleParse {
             try setFamily(token.hasSuffix("4") ? .v4 : .v6, position: position)
         default:
             if let module, try moduleOption(module, token) { return }
-            if module == nil, let proto, ["tcp", "udp", "icmp", "ipv6-icmp"].contains(IPProtocol.name(proto.value)) {
+            // getopt abbreviations: with multiport loaded, `--dport` means its `--dports`.
+            if ["--sport", "--source-port", "--dport", "--destination-port", "--port"].contains(token),
+               matches.contains(where: { if case .multiport(let mp) = $0 { return !mp.ports.isEmpty }; return false }) {
+                throw fail("option \(token) is multiport's, which has its ports already (one of --sports, --dports, --ports)")
+            }
+            // An option no loaded match knows loads the protocol's match (`-p tcp … --dport 80`), as
+            // iptables does, also after another match (`-p tcp -m comment --comment x --dport 80`).
+            let implicitLoaded = matches.contains { if case .tcp = $0 { return true }; if case .udp = $0 { return true }
+                                                    if case .icmp = $0 { return true }; if case .icmp6 = $0 { return true }; return false }
+            if !implicitLoaded, let proto, !proto.inverted, ["tcp", "udp", "icmp", "ipv6-icmp"].contains(IPProtocol.name(proto.value)) {
                 // Implicit protocol match: `-p tcp --dport 80`.
                 let name = IPProtocol.name(proto.value) == "ipv6-icmp" ? "icmp6" : IPProtocol.name(proto.value)
                 try beginModule(name)
@@ -473,9 +487,11 @@ private struct RuleParse {
         case ("multiport", .multiport(var mp)):
             let direction: MultiportMatch.Direction
             switch option {
-            case "--sports", "--source-ports": direction = .source
-            case "--dports", "--destination-ports": direction = .destination
-            case "--ports": direction = .either
+            // iptables also takes an unambiguous abbreviation (getopt): `--dport` after
+            // `-m multiport` is `--dports`, not the tcp match's option.
+            case "--sports", "--source-ports", "--sport", "--source-port": direction = .source
+            case "--dports", "--destination-ports", "--dport", "--destination-port": direction = .destination
+            case "--ports", "--port": direction = .either
             default: return false
             }
             try once("ports", name: "--sports, --dports or --ports")
@@ -569,7 +585,10 @@ private struct RuleParse {
             if let entry = getservbyname(p, nil) { return UInt16(bigEndian: UInt16(truncatingIfNeeded: entry.pointee.s_port)) }
             throw fail("not a valid port \"\(p)\" (0-65535 or a service name)")
         }
-        if parts.count == 1 { return PortRange(try port(parts[0], default: 0)) }
+        if parts.count == 1 {
+            guard !parts[0].isEmpty else { throw fail("empty port") }
+            return PortRange(try port(parts[0], default: 0))
+        }
         let lower = try port(parts[0], default: 0), upper = try port(parts[1], default: 65535)
         guard lower <= upper else { throw fail("port range \(lower):\(upper) is reversed") }
         return PortRange(lower, upper)
@@ -705,6 +724,7 @@ private struct RuleParse {
                     try once(option)
                     let value = try next("ports")
                     try requireNATPortProtocol()
+                    if value.contains(":") { throw fail("FIRST:LAST is not a --to-ports range (use FIRST-LAST)") }
                     ports = try portRange(value.replacingOccurrences("-", with: ":"))
                 case "--random": try once(option); flags.insert(.random)
                 case "--persistent" where addressOption != nil: try once(option); flags.insert(.persistent)
@@ -753,7 +773,7 @@ private struct RuleParse {
 
     /// NAT ports need a protocol with ports (libxt_*NAT's check: TCP, UDP, SCTP, DCCP, or ICMP's id).
     func requireNATPortProtocol() throws(RuleParseError) {
-        guard let proto, !proto.inverted, [6, 17, 132, 33, 1].contains(proto.value) else {
+        guard let proto, [6, 17, 132, 33, 1].contains(proto.value) else {
             throw fail("a NAT port needs -p tcp, udp, sctp or dccp")
         }
     }
@@ -804,6 +824,9 @@ private struct RuleParse {
             if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst", at: 0) }
             if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate", at: 0) }
             if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports", at: 0) }
+        }
+        if (sources.count > 1 || destinations.count > 1) && (sources + destinations).contains(where: \.inverted) {
+            throw fail("\"!\" is not allowed with several source or destination addresses", at: 0)
         }
         let sourceList: [(Negatable<IPPrefix>?, IPAddress?)] = sources.isEmpty ? [(nil, nil)] : Array(zip(sources.map { Optional($0) }, sourceMasks))
         let destinationList: [(Negatable<IPPrefix>?, IPAddress?)] = destinations.isEmpty ? [(nil, nil)] : Array(zip(destinations.map { Optional($0) }, destinationMasks))
