@@ -45,7 +45,7 @@ let package = Package(
         .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
-        .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "CDockNFVShim"]),
+        .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "StateFiles", "CDockNFVShim"]),
 
         // Thin executables.
         .executableTarget(name: "docknfv-init", dependencies: [
@@ -75,8 +75,8 @@ let package = Package(
                     exclude: ["dhcp-openvpn.sh"]),
         .testTarget(name: "RulesTests", dependencies: ["Rules"]),
         .testTarget(name: "NFTablesTests", dependencies: ["NFTables", "RuleEngine", "NetNS", "TestSupport"]),
-        .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "Rules", "IPSet", "NetNS", "TestSupport"]),
+        .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
-        .testTarget(name: "RuleSemanticsTests", dependencies: ["Rules", "IPTables", "NetNS", "TestSupport", "docknfvctl"]),
+        .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

@@ -87,6 +87,15 @@ public struct TableEngine {
         try buildAll(desired).values.reduce(0) { $0 + $1.count }
     }
 
+    /// As `validate`, where the sets named in `pending` will exist by the time of apply (they are
+    /// created first): their kernel index is not looked up.
+    public func validate(_ desired: TableRules, pendingSets pending: Set<String>) throws -> Int {
+        var engine = self
+        let lookup = builder.setIndex
+        engine.builder.setIndex = { name in pending.contains(name) ? 0 : try lookup(name) }
+        return try engine.validate(desired)
+    }
+
     /// What differs between `desired` and the kernel.
     public func check(_ desired: TableRules) throws -> TableDrift {
         let built = try buildAll(desired)

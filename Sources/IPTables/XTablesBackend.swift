@@ -17,7 +17,8 @@ public struct XTablesBackend: RuleBackend {
     public func validate(_ desired: Ruleset) throws {
         try requireDefaultOwner(desired.owner)
         try desired.validate()
-        for table in desired.tables { _ = try wrap { try engine.validate(table) } }
+        let pending = Set(desired.sets.keys)
+        for table in desired.tables { _ = try wrap { try engine.validate(table, pendingSets: pending) } }
     }
 
     public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {

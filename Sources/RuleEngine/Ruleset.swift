@@ -110,6 +110,11 @@ public struct Ruleset: Sendable, Equatable {
                     if let jump = rule.target.chain, !known.contains(jump) {
                         throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": jumps to chain \(jump), which docknfv does not have")
                     }
+                    for case .set(let match) in rule.matches {
+                        if let spec = sets[match.name], spec.family != rule.family {
+                            throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": set \(match.name) holds \(spec.family) elements, the rule is \(rule.family)")
+                        }
+                    }
                 }
             }
             let hooks = table.hooksReaching()

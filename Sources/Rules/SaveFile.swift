@@ -77,7 +77,10 @@ public enum SaveFileReader {
                 let rest = line.dropFirst(3)
                 guard let space = rest.firstIndex(of: " ") else { throw fail("rule without options") }
                 let chain = String(rest[..<space])
-                guard current!.chains.contains(where: { $0.name == chain }) else { throw fail("chain \(chain) was not declared") }
+                // Built-in chains need no `:CHAIN` line (iptables-restore does not ask for one either).
+                guard current!.table.builtinChains.contains(chain) || current!.chains.contains(where: { $0.name == chain }) else {
+                    throw fail("chain \(chain) was not declared")
+                }
                 let rules: [Rule]
                 do { rules = try parser.parse(String(rest[rest.index(after: space)...])) } catch {
                     throw fail(error.detail)

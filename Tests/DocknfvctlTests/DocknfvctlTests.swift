@@ -6,8 +6,10 @@ import TestSupport
 struct RouterLab {
     let client: TestNamespace, router: TestNamespace, server: TestNamespace
     let stateDir: String
+    /// The backend docknfvctl is told to use (these tests read the kernel with iptables-legacy-save).
+    var backend = "iptables"
 
-    static func with(_ body: (RouterLab) throws -> Void) throws {
+    static func with(backend: String = "iptables", _ body: (RouterLab) throws -> Void) throws {
         let stateDir = NSTemporaryDirectory() + "dnfvt-ctl-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: stateDir) }
         try withNamespaces(["client", "router", "server"]) { ns in
@@ -16,13 +18,13 @@ struct RouterLab {
             _ = try ns[0].ip("route add default via 10.50.0.1")
             _ = try ns[2].ip("route add default via 10.60.0.1")
             _ = try ns[1].mustRun(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
-            try body(RouterLab(client: ns[0], router: ns[1], server: ns[2], stateDir: stateDir))
+            try body(RouterLab(client: ns[0], router: ns[1], server: ns[2], stateDir: stateDir, backend: backend))
         }
     }
 
     @discardableResult
     func ctl(_ arguments: [String]) throws -> CommandResult {
-        try runCommand([TestEnv.binary("docknfvctl"), "--netns", router.path, "--state-dir", stateDir] + arguments)
+        try runCommand([TestEnv.binary("docknfvctl"), "--netns", router.path, "--state-dir", stateDir, "--backend", backend] + arguments)
     }
 
     func mustCtl(_ arguments: [String]) throws -> String {
@@ -141,7 +143,7 @@ struct DocknfvctlTests {
         (["rule", "add", "-4", "--chain", "FORWARD", "--", "-s", "fd00::/8", "-j", "DROP"], "does not fit an ipv4 rule"),
         (["rule", "add", "--chain", "NO/CHAIN", "--", "-j", "DROP"], "--chain NO/CHAIN"),
         (["rule", "add", "--table", "bogus", "--chain", "FORWARD", "--", "-j", "DROP"], "--table bogus"),
-        (["policy", "FORWARD", "MAYBE"], "policy MAYBE"),
+        (["policy", "FORWARD", "MAYBE"], "policy \"MAYBE\""),
         (["rule", "add", "--chain", "FORWARD"], "no rule given"),
     ])
     func badInputChangesNothing(arguments: [String], message: String) throws {
@@ -209,7 +211,7 @@ struct DocknfvctlTests {
             var children: [ChildProcess] = []
             for writer in 0..<4 {
                 let script = (0..<10).map { i in
-                    "\(TestEnv.binary("docknfvctl")) --netns \(lab.router.path) --state-dir \(lab.stateDir) rule add --chain FORWARD -- -p tcp --dport \(20000 + writer * 100 + i) -j ACCEPT >/dev/null || echo FAIL"
+                    "\(TestEnv.binary("docknfvctl")) --netns \(lab.router.path) --state-dir \(lab.stateDir) --backend iptables rule add --chain FORWARD -- -p tcp --dport \(20000 + writer * 100 + i) -j ACCEPT >/dev/null || exit 1"
                 }.joined(separator: "\n")
                 children.append(try ChildProcess.spawn(["sh", "-c", script]))
             }

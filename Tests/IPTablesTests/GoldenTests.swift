@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import IPTables
 import NetNS
-import Rules
+import RuleEngine
 import TestSupport
 
 /// Rules applied through libiptc must read back from `iptables-legacy-save` exactly as docknfv

@@ -3,7 +3,7 @@ import Testing
 import IPSet
 import IPTables
 import NetNS
-import Rules
+import RuleEngine
 import TestSupport
 
 @Suite("ipset over libmnl, checked with the ipset tool", .enabled(if: TestEnv.privileged))

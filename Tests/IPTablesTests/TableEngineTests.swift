@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import IPTables
 import NetNS
-import Rules
+import RuleEngine
 import TestSupport
 
 @Suite("libiptc table engine in a real namespace", .enabled(if: TestEnv.privileged))

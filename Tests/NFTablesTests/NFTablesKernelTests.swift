@@ -25,7 +25,7 @@ func apply(_ ns: TestNamespace, _ ruleset: Ruleset, previous: Ruleset = Ruleset(
 @Suite("nftables backend in a real namespace", .enabled(if: TestEnv.privileged), .serialized)
 struct NFTablesKernelTests {
     static let filterRules = [
-        "-p tcp --dport 80 -j ACCEPT", "-s 10.0.0.0/8 -j DROP", "-d 10.1.2.0/23 -i eth+ -o veth0 -j ACCEPT",
+        "-p tcp --dport 80 -j ACCEPT", "-s 10.0.0.0/8 -j DROP", "-d 10.1.2.0/23 -i eth+ -j ACCEPT",
         "! -s 192.168.0.0/16 -p udp --sport 53 --dport 1000:2000 -j ACCEPT", "-p tcp --tcp-flags SYN,RST SYN -j DROP",
         "-p tcp ! --dport 22 -j RETURN", "-p udp ! --dport 5:10 -j DROP",
         "-p icmp --icmp-type echo-request -j ACCEPT", "-p icmp --icmp-type 3/1 -j ACCEPT", "-p icmp ! --icmp-type 3 -j ACCEPT",
@@ -40,7 +40,8 @@ struct NFTablesKernelTests {
 
     static func everyTarget() throws -> Ruleset {
         Ruleset(tables: [
-            TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(filterRules), "web": try rules(["-j ACCEPT"])], policies: ["FORWARD": "DROP"]),
+            TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(filterRules), "web": try rules(["-j ACCEPT"]),
+                                                              "FORWARD": try rules(["-i eth0 -o veth0 -j ACCEPT"])], policies: ["FORWARD": "DROP"]),
             TableRules(family: .v4, table: .nat, chains: [
                 "PREROUTING": try rules(["-p tcp --dport 80 -j DNAT --to-destination 10.0.0.1:8080", "-p tcp --dport 81 -j DNAT --to-destination 10.0.0.1-10.0.0.3:8080-8090",
                                          "-p tcp --dport 82 -j REDIRECT --to-ports 8080", "-d 10.9.9.9 -j DNAT --to-destination 10.0.0.2"]),
@@ -61,13 +62,15 @@ struct NFTablesKernelTests {
         try withNamespaces(["nft"]) { ns throws in
             let report = try apply(ns[0], try Self.everyTarget())
             #expect(report.committed.count == 5)
+            #expect(report.unchanged.isEmpty)
             #expect(try listing(ns[0]) == [
                 "table ip docknfv {",
-                "chain filter-FORWARD {", "type filter hook forward priority filter; policy drop;", "}",
+                "chain filter-FORWARD {", "type filter hook forward priority filter; policy drop;",
+                "iifname \"eth0\" oifname \"veth0\" counter accept", "}",
                 "chain filter-INPUT {", "type filter hook input priority filter; policy accept;",
                 "tcp dport 80 counter accept",
                 "ip saddr 10.0.0.0/8 counter drop",
-                "ip daddr 10.1.2.0/23 iifname \"eth*\" oifname \"veth0\" counter accept",
+                "ip daddr 10.1.2.0/23 iifname \"eth*\" counter accept",
                 "ip saddr != 192.168.0.0/16 udp sport 53 udp dport 1000-2000 counter accept",
                 "tcp flags syn / syn,rst counter drop",
                 "tcp dport != 22 counter return",

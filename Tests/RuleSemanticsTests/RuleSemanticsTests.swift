@@ -2,7 +2,7 @@ import Foundation
 import Testing
 import IPTables
 import NetNS
-import Rules
+import RuleEngine
 import TestSupport
 
 /// Issue 12: the iptables tools are the oracle. Random rules (over every match, target and edge
