@@ -33,7 +33,7 @@ extension TableRules {
     /// Every kernel chain docknfv owns for this table: `DNFV-<chain>` for built-ins with rules and
     /// for every user chain.
     var ownedChains: [String] {
-        let builtins = table.builtinChains.filter { !(chains[$0] ?? []).isEmpty }
+        let builtins = table.builtinChains.filter { !(entries[$0] ?? []).isEmpty }
         return (builtins + allUserChains).map(ChainNames.owned)
     }
 
@@ -112,8 +112,9 @@ public struct TableEngine {
     func buildAll(_ desired: TableRules) throws -> Built {
         let known = Set(desired.chains.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
         var out: Built = [:]
-        for (chain, rules) in desired.chains {
-            out[chain] = try rules.map { rule in
+        for (chain, entries) in desired.entries {
+            out[chain] = try entries.map { entry in
+                let rule = try entry.rule()
                 if let jump = rule.target.chain, !known.contains(jump) {
                     throw IPTablesError.unknownChain(chain: jump, rule: RuleRenderer.render(rule))
                 }
@@ -125,7 +126,7 @@ public struct TableEngine {
                 return (entry.bytes, entry.target, rule)
             }
         }
-        for builtin in desired.table.builtinChains where !(desired.chains[builtin] ?? []).isEmpty {
+        for builtin in desired.table.builtinChains where !(desired.entries[builtin] ?? []).isEmpty {
             let entry = try builder.build(desired.jumpRule(to: builtin), chainName: { $0 })
             out["jump:" + builtin] = [(entry.bytes, entry.target, nil)]
         }
@@ -257,7 +258,7 @@ public struct TableEngine {
         let jumpsByChain = Dictionary(uniqueKeysWithValues: jumpPositions(family, handle, table: desired.table))
         for builtin in desired.table.builtinChains {
             let jumps = jumpsByChain[builtin] ?? []
-            let wantJump = !(desired.chains[builtin] ?? []).isEmpty
+            let wantJump = !(desired.entries[builtin] ?? []).isEmpty
             if wantJump && jumps != [0] { drift.items.append(.missingJump(from: builtin)) }
             if !wantJump && !jumps.isEmpty { drift.items.append(.unexpectedJump(from: builtin)) }
         }

@@ -25,7 +25,7 @@ public struct XTablesBackend: RuleBackend {
         try validate(desired)
         var tables = desired.tables
         // A rule may only match on a set docknfv manages (or one that exists already).
-        for name in desired.referencedSets.sorted() where desired.sets[name] == nil && !IPSet.exists(name) {
+        for name in try desired.referencedSets().sorted() where desired.sets[name] == nil && !IPSet.exists(name) {
             throw EngineError(.invalidInput, "ipset \(name) does not exist (create it with docknfvctl ipset create)")
         }
         // Tables the previous ruleset used but this one does not: apply them empty (cleans them up).

@@ -41,10 +41,9 @@ enum Fingerprint {
     /// Bump when a translation changes, so rules added by an older version are replaced.
     static let translationVersion = "nft1"
 
-    static func of(_ rule: Rule) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    static func of(_ entry: RuleEntry) -> UInt64 {
+        var hash = entry.fingerprint
         for byte in translationVersion.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
-        for byte in RuleRenderer.render(rule).utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
         return hash
     }
 }

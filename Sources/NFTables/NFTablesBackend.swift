@@ -20,7 +20,7 @@ public struct NFTablesBackend: RuleBackend {
         try desired.validate()
         for table in desired.tables {
             let translator = Translator(chainName: { Layout.chainName(table.table, $0) }, sets: desired.sets)
-            for rules in table.chains.values { for rule in rules { _ = try translator.translate(rule) } }
+            for entries in table.entries.values { for entry in entries where !entry.trusted { _ = try translator.translate(try entry.rule()) } }
         }
     }
 
@@ -210,7 +210,7 @@ struct BatchBuilder {
     }
 
     mutating func addRule(chain: String, _ desired: DesiredTable.DesiredRule, position: Operation.Position, family: IPFamily) throws {
-        let translated = try Translator(chainName: { Layout.chainName(desired.table, $0) }, sets: sets).translate(desired.rule)
+        let translated = try Translator(chainName: { Layout.chainName(desired.table, $0) }, sets: sets).translate(try desired.entry.rule())
         var setIDs: [UInt32] = []
         for anonymous in translated.anonymousSets {
             let id = nextSetID; nextSetID += 1; setIDs.append(id)
@@ -221,7 +221,7 @@ struct BatchBuilder {
         var flags = Int32(NLM_F_CREATE)
         if position != .before(0) { if case .before = position {} else { flags |= Int32(NLM_F_APPEND) } }
         let table = self.table
-        batch.add(NFT_MSG_NEWRULE, family: NFT.family(family), flags: flags, "rule -A \(Layout.split(chain)?.1 ?? chain) \(RuleRenderer.render(desired.rule))") { nlh in
+        batch.add(NFT_MSG_NEWRULE, family: NFT.family(family), flags: flags, "rule -A \(Layout.split(chain)?.1 ?? chain) \(desired.entry.text)") { nlh in
             let r = nftnl_rule_alloc()!; defer { nftnl_rule_free(r) }
             _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_TABLE.rawValue), table)
             _ = nftnl_rule_set_str(r, UInt16(NFTNL_RULE_CHAIN.rawValue), chain)

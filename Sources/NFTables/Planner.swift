@@ -4,7 +4,7 @@ import RuleEngine
 struct DesiredTable {
     struct DesiredRule {
         var fingerprint: UInt64
-        var rule: Rule
+        var entry: RuleEntry
         var table: NetfilterTable
         /// 0-based position in its chain.
         var index: Int
@@ -24,15 +24,15 @@ struct DesiredTable {
     init(_ ruleset: Ruleset, family: IPFamily) {
         for table in ruleset.tables where table.family == family {
             for builtin in table.table.builtinChains {
-                let rules = table.chains[builtin] ?? []
+                let rules = table.entries[builtin] ?? []
                 let policy = table.policies[builtin] ?? "ACCEPT"
                 guard !rules.isEmpty || policy != "ACCEPT", let base = Layout.baseChain(table.table, builtin) else { continue }
                 chains[Layout.chainName(table.table, builtin)] = .init(base: base, policy: policy == "DROP" ? 0 : 1)
             }
             for user in table.allUserChains { chains[Layout.chainName(table.table, user)] = .init(base: nil, policy: nil) }
-            for (chain, rules) in table.chains where !rules.isEmpty {
-                self.rules[Layout.chainName(table.table, chain)] = rules.enumerated().map {
-                    DesiredRule(fingerprint: Fingerprint.of($0.element), rule: $0.element, table: table.table, index: $0.offset)
+            for (chain, entries) in table.entries where !entries.isEmpty {
+                self.rules[Layout.chainName(table.table, chain)] = entries.enumerated().map {
+                    DesiredRule(fingerprint: Fingerprint.of($0.element), entry: $0.element, table: table.table, index: $0.offset)
                 }
             }
         }
@@ -185,7 +185,7 @@ enum Planner {
             case .deleteChain(let name): return (key(name), .unexpectedChain(name))
             case .deleteRule(let chain, _): return (key(chain), .unexpectedRules(chain: chain, count: 1))
             case .addRule(let chain, let rule, _):
-                return (key(chain), .missingRule(chain: user(chain), position: rule.index + 1, rule: RuleRenderer.render(rule.rule)))
+                return (key(chain), .missingRule(chain: user(chain), position: rule.index + 1, rule: rule.entry.text))
             }
         }
     }

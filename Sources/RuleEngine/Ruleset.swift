@@ -22,7 +22,7 @@ public struct TableRules: Sendable, Equatable {
     public var family: IPFamily
     public var table: NetfilterTable
     /// Chain name (as the user knows it: `FORWARD`, `MYCHAIN`) → rules in order.
-    public var chains: [String: [Rule]]
+    public var entries: [String: [RuleEntry]]
     /// User chains that exist even without rules (jump targets).
     public var userChains: Set<String>
     public var policies: [String: String]
@@ -31,17 +31,40 @@ public struct TableRules: Sendable, Equatable {
                 policies: [String: String] = [:]) {
         self.family = family
         self.table = table
-        self.chains = chains
+        self.entries = chains.mapValues { $0.map(RuleEntry.init) }
         self.userChains = userChains
         self.policies = policies
     }
 
+    public init(family: IPFamily, table: NetfilterTable, entries: [String: [RuleEntry]], userChains: Set<String> = [],
+                policies: [String: String] = [:]) {
+        self.family = family
+        self.table = table
+        self.entries = entries
+        self.userChains = userChains
+        self.policies = policies
+    }
+
+    /// The rules per chain, parsed (every entry; a convenience for callers with few rules).
+    public var chains: [String: [Rule]] {
+        get { entries.mapValues { $0.compactMap { try? $0.rule() } } }
+        set { entries = newValue.mapValues { $0.map(RuleEntry.init) } }
+    }
+
+    /// The parsed rules of one chain; throws for a stored rule that does not parse.
+    public func rules(_ chain: String) throws -> [Rule] { try (entries[chain] ?? []).map { try $0.rule() } }
+
+    public static func == (a: TableRules, b: TableRules) -> Bool {
+        a.family == b.family && a.table == b.table && a.userChains == b.userChains && a.policies == b.policies
+            && a.entries.mapValues { $0.map(\.text) } == b.entries.mapValues { $0.map(\.text) }
+    }
+
     public var key: TableKey { TableKey(family, table) }
-    public var isEmpty: Bool { chains.values.allSatisfy(\.isEmpty) && userChains.isEmpty && policies.isEmpty }
+    public var isEmpty: Bool { entries.values.allSatisfy(\.isEmpty) && userChains.isEmpty && policies.isEmpty }
 
     /// User chains: those with rules that are not built-in, and the declared ones.
     public var allUserChains: [String] {
-        Set(chains.keys).union(userChains).subtracting(table.builtinChains).sorted()
+        Set(entries.keys).union(userChains).subtracting(table.builtinChains).sorted()
     }
 }
 
@@ -92,10 +115,10 @@ public struct Ruleset: Sendable, Equatable {
 
     public func table(_ key: TableKey) -> TableRules? { tables.first { $0.key == key } }
 
-    /// The sets rules refer to by name.
-    public var referencedSets: Set<String> {
+    /// The sets rules refer to by name (parses every rule).
+    public func referencedSets() throws -> Set<String> {
         var names = Set<String>()
-        for table in tables { for rules in table.chains.values { for rule in rules { for case .set(let s) in rule.matches { names.insert(s.name) } } } }
+        for table in tables { for entries in table.entries.values { for entry in entries { for case .set(let s) in try entry.rule().matches { names.insert(s.name) } } } }
         return names
     }
 
@@ -105,23 +128,23 @@ public struct Ruleset: Sendable, Equatable {
     public func validate() throws {
         for table in tables {
             let known = Set(table.allUserChains)
-            for (_, rules) in table.chains {
-                for rule in rules {
+            // Rules a state docknfv wrote were checked when added; only the others are checked now.
+            let fresh = table.entries.mapValues { $0.filter { !$0.trusted } }.filter { !$0.value.isEmpty }
+            guard !fresh.isEmpty else { continue }
+            let hooks = fresh.keys.contains { !table.table.builtinChains.contains($0) } ? try table.hooksReaching() : [:]
+            for (chain, entries) in fresh.sorted(by: { $0.key < $1.key }) {
+                for entry in entries {
+                    let rule = try entry.rule()
                     if let jump = rule.target.chain, !known.contains(jump) {
-                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": jumps to chain \(jump), which docknfv does not have")
+                        throw EngineError(.invalidInput, "rule \"\(entry.text)\": jumps to chain \(jump), which docknfv does not have")
                     }
                     for case .set(let match) in rule.matches {
                         if let spec = sets[match.name], spec.family != rule.family {
-                            throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\": set \(match.name) holds \(spec.family) elements, the rule is \(rule.family)")
+                            throw EngineError(.invalidInput, "rule \"\(entry.text)\": set \(match.name) holds \(spec.family) elements, the rule is \(rule.family)")
                         }
                     }
-                }
-            }
-            let hooks = table.hooksReaching()
-            for (chain, rules) in table.chains.sorted(by: { $0.key < $1.key }) {
-                for rule in rules {
                     do { try RuleContext.validate(rule, table: table.table, chain: chain, builtinHooks: hooks[chain]) } catch {
-                        throw EngineError(.invalidInput, "rule \"\(RuleRenderer.render(rule))\" in \(chain): \(error)", cause: error)
+                        throw EngineError(.invalidInput, "rule \"\(entry.text)\" in \(chain): \(error)", cause: error)
                     }
                 }
             }
@@ -131,14 +154,14 @@ public struct Ruleset: Sendable, Equatable {
 
 extension TableRules {
     /// For each user chain, the hooks of the built-in chains that reach it through jumps and gotos.
-    func hooksReaching() -> [String: Set<NetfilterHook>] {
+    func hooksReaching() throws -> [String: Set<NetfilterHook>] {
         var out: [String: Set<NetfilterHook>] = [:]
         for builtin in table.builtinChains {
             guard let hook = NetfilterHook(builtinChain: builtin) else { continue }
             var pending = [builtin], seen: Set<String> = [builtin]
             while let chain = pending.popLast() {
-                for rule in chains[chain] ?? [] {
-                    guard let next = rule.target.chain, seen.insert(next).inserted else { continue }
+                for entry in entries[chain] ?? [] {
+                    guard let next = try entry.rule().target.chain, seen.insert(next).inserted else { continue }
                     out[next, default: []].insert(hook)
                     pending.append(next)
                 }

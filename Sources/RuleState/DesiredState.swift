@@ -1,26 +1,32 @@
 import RuleEngine
 
-/// A rule docknfv keeps, with its stable id and its canonical text (what `iptables-save` prints).
+/// A rule docknfv keeps, with its stable id and its canonical text (what `iptables-save` prints);
+/// the rule model is parsed from the text only when something needs it.
 public struct StoredRule: Sendable, Equatable {
     public var id: String
     public var table: NetfilterTable
     public var chain: String
-    public var rule: Rule
-    /// Kept with the rule: saving and fingerprinting need no re-rendering.
-    public let text: String
+    public let entry: RuleEntry
 
-    public init(id: String, table: NetfilterTable, chain: String, rule: Rule, text: String? = nil) {
+    public init(id: String, table: NetfilterTable, chain: String, rule: Rule) {
+        self.init(id: id, table: table, chain: chain, entry: RuleEntry(rule))
+    }
+
+    public init(id: String, table: NetfilterTable, chain: String, entry: RuleEntry) {
         self.id = id
         self.table = table
         self.chain = chain
-        self.rule = rule
-        self.text = text ?? RuleRenderer.render(rule)
+        self.entry = entry
     }
 
-    public var key: TableKey { TableKey(rule.family, table) }
+    public var text: String { entry.text }
+    public var family: IPFamily { entry.family }
+    public var key: TableKey { TableKey(entry.family, table) }
+    /// The parsed rule (throws for a hand-edited state whose text does not parse).
+    public func rule() throws -> Rule { try entry.rule() }
 
     public static func == (a: StoredRule, b: StoredRule) -> Bool {
-        a.id == b.id && a.table == b.table && a.chain == b.chain && a.rule == b.rule
+        a.id == b.id && a.table == b.table && a.chain == b.chain && a.entry.text == b.entry.text && a.family == b.family
     }
 }
 
@@ -64,7 +70,7 @@ public struct DesiredState: Sendable, Equatable {
         keys.formUnion(userChains.map(\.key))
         keys.formUnion(policies.keys.map(\.key))
         var tables = Dictionary(uniqueKeysWithValues: keys.map { ($0, TableRules(family: $0.family, table: $0.table)) })
-        for stored in rules { tables[stored.key]!.chains[stored.chain, default: []].append(stored.rule) }
+        for stored in rules { tables[stored.key]!.entries[stored.chain, default: []].append(stored.entry) }
         for chain in userChains { tables[chain.key]!.userChains.insert(chain.chain) }
         for (chain, policy) in policies { tables[chain.key]!.policies[chain.chain] = policy }
         return keys.sorted().map { tables[$0]! }

@@ -5,7 +5,7 @@ public enum Output {
     public struct RuleInfo: Codable, Sendable, Equatable {
         public var id: String, family: String, table: String, chain: String, rule: String
         public init(_ stored: StoredRule) {
-            id = stored.id; family = stored.rule.family.rawValue; table = stored.table.rawValue; chain = stored.chain; rule = stored.text
+            id = stored.id; family = stored.family.rawValue; table = stored.table.rawValue; chain = stored.chain; rule = stored.text
         }
     }
 

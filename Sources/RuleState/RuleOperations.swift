@@ -25,7 +25,7 @@ extension DesiredState {
         }
         var added: [StoredRule] = []
         for rule in rules {
-            let inChain = self.rules.indices.filter { self.rules[$0].table == table && self.rules[$0].chain == chain && self.rules[$0].rule.family == rule.family }
+            let inChain = self.rules.indices.filter { self.rules[$0].table == table && self.rules[$0].chain == chain && self.rules[$0].family == rule.family }
             var index = self.rules.count
             if let position {
                 guard position >= 1, position <= inChain.count + 1 + added.count else {
@@ -49,7 +49,8 @@ extension DesiredState {
     /// Deletes the first rule equal to each of `wanted` in the chain.
     public mutating func deleteRules(_ wanted: [Rule], table: NetfilterTable, chain: String) throws {
         for rule in wanted {
-            guard let index = rules.firstIndex(where: { $0.table == table && $0.chain == chain && $0.rule == rule }) else {
+            let text = RuleRenderer.render(rule)
+            guard let index = rules.firstIndex(where: { $0.table == table && $0.chain == chain && $0.family == rule.family && $0.text == text }) else {
                 throw Self.invalid("chain \(chain) in \(table.rawValue) has no rule \"\(RuleRenderer.render(rule))\"")
             }
             rules.remove(at: index)
@@ -79,7 +80,7 @@ extension DesiredState {
     /// Deletes a user chain and its rules; refused while a rule jumps to it.
     public mutating func deleteChain(_ name: String, _ key: TableKey) throws {
         guard userChains.contains(ChainRef(key, name)) else { throw Self.invalid("no chain \(DisplayText.quoted(name)) in \(key)") }
-        if let user = rules.first(where: { $0.key == key && $0.rule.target.chain == name }) {
+        if let user = try rules.first(where: { try $0.key == key && $0.rule().target.chain == name }) {
             throw Self.invalid("rule \(user.id) still jumps to \(name); delete it first")
         }
         rules.removeAll { $0.key == key && $0.chain == name }
@@ -140,7 +141,7 @@ extension DesiredState {
     /// Destroys a set; refused while a rule matches on it.
     public mutating func destroySet(_ name: String) throws {
         guard sets[name] != nil else { throw Self.invalid("no docknfv set \(DisplayText.quoted(name))") }
-        if let user = rules.first(where: { $0.rule.matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
+        if let user = try rules.first(where: { try $0.rule().matches.contains { if case .set(let s) = $0 { return s.name == name }; return false } }) {
             throw Self.invalid("rule \(user.id) matches on set \(name); delete it first")
         }
         sets[name] = nil

@@ -1,10 +1,10 @@
-import Foundation
 import RuleEngine
 import StateFiles
 
 /// The state file (`rules.json` in the state directory), written atomically, and a lock file that
 /// serialises docknfv processes doing read–modify–write on it. The directory is checked before
-/// use: only root (or the current user) may be able to write to it.
+/// use: only root (or the current user) may be able to write to it. Rules are stored as their
+/// canonical text and parsed only when a backend needs them.
 public struct StateStore: Sendable {
     public let directory: String
     public var path: String { directory + "/rules.json" }
@@ -29,14 +29,13 @@ public struct StateStore: Sendable {
         let exists: Bool
         do { exists = try StateDirectory.checkReadable(directory) } catch { throw EngineError(.io, error.description, cause: error) }
         guard exists else { return try body() }
-        do {
-            let lock = try LockFile.acquire(lockPath, timeout: timeout, kind: .shared)
-            defer { lock.release() }
-            return try body()
-        } catch let error as LockFile.Error {
+        let lock: LockFile
+        do { lock = try LockFile.acquire(lockPath, timeout: timeout, kind: .shared) } catch {
             if case .readOnly = error { return try body() }
             throw EngineError(error.isTimeout ? .busy : .io, error.description, cause: error)
         }
+        defer { lock.release() }
+        return try body()
     }
 
     public func load() throws -> DesiredState {
@@ -44,60 +43,75 @@ public struct StateStore: Sendable {
         let bytes: [UInt8]?
         do { bytes = try AtomicFile.read(path) } catch { throw EngineError(.io, "cannot read \(path): \(error)", cause: error) }
         guard let bytes else { return DesiredState() }
-        return try Self.decode(Data(bytes), path: path)
+        return try Self.decode(bytes, path: path)
     }
 
     public func save(_ state: DesiredState) throws {
-        let data = try Self.encode(state)
+        let bytes = Self.encode(state)
         // Never write what cannot be read back: a bad name would lock every later command out.
-        _ = try Self.decode(data, path: path)
+        _ = try Self.decode(bytes, path: path)
         do {
             try StateDirectory.prepare(directory)
-            try AtomicFile.write(path, contents: Array(data), mode: 0o600)
-        } catch { throw EngineError(.io, "cannot write \(path): \(error)", cause: error as? AtomicFile.Error) }
+            try AtomicFile.write(path, contents: bytes, mode: 0o600)
+        } catch let error as StateDirectory.Error {
+            throw EngineError(.io, "cannot write \(path): \(error)", cause: error)
+        } catch let error as AtomicFile.Error {
+            throw EngineError(.io, "cannot write \(path): \(error)", cause: error)
+        }
     }
 
-    struct FileFormat: Codable {
-        struct RuleEntry: Codable { var id: String; var family: String; var table: String; var chain: String; var rule: String }
-        struct ChainEntry: Codable { var family: String; var table: String; var chain: String; var policy: String? }
-        struct SetEntryFile: Codable { var name: String; var type: String; var family: String; var entries: [String] }
-        var version: Int
-        var backend: String?
-        var nextId: Int
-        var sets: [SetEntryFile]?
-        var tables: [String]
-        var chains: [ChainEntry]
-        var policies: [ChainEntry]
-        var rules: [RuleEntry]
-    }
-
-    static func encode(_ state: DesiredState) throws -> Data {
-        let file = FileFormat(
-            version: 1, backend: state.backend?.rawValue, nextId: state.nextID,
-            sets: state.sets.keys.sorted().map { name in
+    static func encode(_ state: DesiredState) -> [UInt8] {
+        func chain(_ ref: DesiredState.ChainRef, policy: String? = nil) -> JSON {
+            var members: [(String, JSON)] = [("chain", .string(ref.chain)), ("family", .string(ref.key.family.rawValue))]
+            if let policy { members.append(("policy", .string(policy))) }
+            members.append(("table", .string(ref.key.table.rawValue)))
+            return .object(members)
+        }
+        var file: [(String, JSON)] = []
+        if let backend = state.backend { file.append(("backend", .string(backend.rawValue))) }
+        file += [
+            ("chains", .array(state.userChains.sorted().map { chain($0) })),
+            ("nextId", .number(state.nextID)),
+            ("policies", .array(state.policies.keys.sorted().map { chain($0, policy: state.policies[$0]) })),
+            ("rules", .array(state.rules.map { rule in
+                .object([("chain", .string(rule.chain)), ("family", .string(rule.family.rawValue)), ("id", .string(rule.id)),
+                         ("rule", .string(rule.text)), ("table", .string(rule.table.rawValue))])
+            })),
+            ("sets", .array(state.sets.keys.sorted().map { name in
                 let spec = state.sets[name]!
-                return .init(name: name, type: spec.type.rawValue, family: spec.family.rawValue, entries: spec.entries.map(\.description))
-            },
-            tables: state.touched.sorted().map(\.description),
-            chains: state.userChains.sorted().map { .init(family: $0.key.family.rawValue, table: $0.key.table.rawValue, chain: $0.chain) },
-            policies: state.policies.keys.sorted().map { .init(family: $0.key.family.rawValue, table: $0.key.table.rawValue, chain: $0.chain, policy: state.policies[$0]) },
-            rules: state.rules.map { .init(id: $0.id, family: $0.rule.family.rawValue, table: $0.table.rawValue, chain: $0.chain, rule: $0.text) })
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-        do { return try encoder.encode(file) } catch { throw EngineError(.invalidInput, "the state cannot be encoded: \(error)") }
+                return .object([("entries", .array(spec.entries.map { .string($0.description) })), ("family", .string(spec.family.rawValue)),
+                                ("name", .string(name)), ("type", .string(spec.type.rawValue))])
+            })),
+            ("tables", .array(state.touched.sorted().map { .string($0.description) })),
+            ("version", .number(1)),
+        ]
+        return Array(JSON.object(file).rendered().utf8)
     }
 
-    static func decode(_ data: Data, path: String) throws -> DesiredState {
+    /// Reads a state file. Structure, names and ids are checked here; rule texts are parsed when
+    /// used (and then a bad one is reported as a corrupt state).
+    static func decode(_ bytes: [UInt8], path: String) throws -> DesiredState {
         func corrupt(_ detail: String) -> EngineError {
             EngineError(.invalidState, "state file \(path) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
         }
-        let file: FileFormat
-        do { file = try JSONDecoder().decode(FileFormat.self, from: data) } catch {
-            throw corrupt("not a docknfv state file (\(error))")
+        let file: JSON
+        do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file (\(error))") }
+        guard let members = file.members else { throw corrupt("not a docknfv state file (not an object)") }
+        let known: Set<String> = ["backend", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
+        if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
+        guard file["version"]?.int == 1 else { throw corrupt("unknown version") }
+        func list(_ key: String, optional: Bool = false) throws -> [JSON] {
+            guard let value = file[key] else { if optional { return [] }; throw corrupt("\(key) is missing") }
+            guard let items = value.array else { throw corrupt("\(key) is not a list") }
+            return items
         }
-        guard file.version == 1 else { throw corrupt("unknown version \(file.version)") }
-        func key(_ family: String, _ table: String, _ what: String) throws -> TableKey {
-            guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(family)/\(table)") }
+        func text(_ item: JSON, _ key: String, _ what: String) throws -> String {
+            guard let value = item[key]?.string else { throw corrupt("\(what): \(key) is missing or not a string") }
+            return value
+        }
+        func key(_ item: JSON, _ what: String) throws -> TableKey {
+            let family = try text(item, "family", what), table = try text(item, "table", what)
+            guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(DisplayText.quoted(family))/\(DisplayText.quoted(table))") }
             return key
         }
         func chainName(_ name: String, _ key: TableKey) throws -> String {
@@ -105,53 +119,56 @@ public struct StateStore: Sendable {
             return name
         }
         var state = DesiredState()
-        if let backend = file.backend {
-            guard let kind = BackendKind(rawValue: backend) else { throw corrupt("unknown backend \(backend)") }
+        if let backend = file["backend"] {
+            guard let name = backend.string, let kind = BackendKind(rawValue: name) else { throw corrupt("unknown backend") }
             state.backend = kind
         }
-        for text in file.tables {
-            guard let key = TableKey(text) else { throw corrupt("unknown table \(text)") }
+        guard let nextID = file["nextId"]?.int, nextID >= 1 else { throw corrupt("nextId is missing or not a positive number") }
+        for item in try list("tables") {
+            guard let name = item.string, let key = TableKey(name) else { throw corrupt("unknown table") }
             state.touched.insert(key)
         }
-        for chain in file.chains {
-            let key = try key(chain.family, chain.table, "chain \(chain.chain)")
-            state.userChains.insert(.init(key, try chainName(chain.chain, key)))
+        for item in try list("chains") {
+            let key = try key(item, "chain")
+            state.userChains.insert(.init(key, try chainName(try text(item, "chain", "chain"), key)))
         }
-        for entry in file.policies {
-            let key = try key(entry.family, entry.table, "policy \(entry.chain)")
-            guard let policy = entry.policy, ["ACCEPT", "DROP"].contains(policy), key.table.builtinChains.contains(entry.chain) else {
-                throw corrupt("policy of \(DisplayText.quoted(entry.chain))")
+        for item in try list("policies") {
+            let key = try key(item, "policy"), chain = try text(item, "chain", "policy")
+            guard let policy = item["policy"]?.string, ["ACCEPT", "DROP"].contains(policy), key.table.builtinChains.contains(chain) else {
+                throw corrupt("policy of \(DisplayText.quoted(chain))")
             }
-            state.policies[.init(key, entry.chain)] = policy
+            state.policies[.init(key, chain)] = policy
         }
-        for set in file.sets ?? [] {
-            guard Names.isValidSetName(set.name) else { throw corrupt("invalid set name \(DisplayText.quoted(set.name))") }
-            guard let type = SetType(rawValue: set.type), let family = IPFamily(rawValue: set.family) else {
-                throw corrupt("set \(set.name): unknown type or family")
+        for item in try list("sets", optional: true) {
+            let name = try text(item, "name", "set")
+            guard Names.isValidSetName(name) else { throw corrupt("invalid set name \(DisplayText.quoted(name))") }
+            guard let type = SetType(rawValue: try text(item, "type", "set \(name)")), let family = IPFamily(rawValue: try text(item, "family", "set \(name)")) else {
+                throw corrupt("set \(name): unknown type or family")
             }
+            guard state.sets[name] == nil else { throw corrupt("set \(name) appears twice") }
             var entries: [SetEntry] = []
-            for text in set.entries {
-                guard let entry = SetEntry(text, type: type), entry.family == family else { throw corrupt("set \(set.name): bad element \(text)") }
+            for element in item["entries"]?.array ?? [] {
+                guard let value = element.string, let entry = SetEntry(value, type: type), entry.family == family else {
+                    throw corrupt("set \(name): bad element")
+                }
                 entries.append(entry)
             }
-            state.sets[set.name] = SetSpec(type: type, family: family, entries: entries)
+            state.sets[name] = SetSpec(type: type, family: family, entries: entries)
         }
         var ids = Set<String>()
         var highest = 0
-        var parsers: [IPFamily: RuleParser] = [:]
-        for entry in file.rules {
-            let key = try key(entry.family, entry.table, "rule \(entry.id)")
-            guard ids.insert(entry.id).inserted else { throw corrupt("duplicate rule id \(entry.id)") }
-            if entry.id.hasPrefix("r"), let number = Int(entry.id.dropFirst()) { highest = max(highest, number) }
-            let parser = parsers[key.family] ?? RuleParser(family: key.family)
-            parsers[key.family] = parser
-            let parsed: [Rule]
-            do { parsed = try parser.parse(entry.rule) } catch { throw corrupt("rule \(entry.id): \(error)") }
-            guard parsed.count == 1 else { throw corrupt("rule \(entry.id) is not a single rule") }
-            state.rules.append(StoredRule(id: entry.id, table: key.table, chain: try chainName(entry.chain, key), rule: parsed[0], text: entry.rule))
+        for item in try list("rules") {
+            let id = try text(item, "id", "rule")
+            let key = try key(item, "rule \(id)")
+            guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.quoted(id))") }
+            if id.hasPrefix("r"), let number = Int(id.dropFirst()) { highest = max(highest, number) }
+            let rule = try text(item, "rule", "rule \(id)")
+            guard !rule.isEmpty, Names.isPrintable(rule) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
+            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", "rule \(id)"), key),
+                                          entry: RuleEntry(text: rule, family: key.family, trusted: true)))
         }
         // An id is never handed out twice, whatever nextId says.
-        state.nextID = max(file.nextId, highest + 1)
+        state.nextID = max(nextID, highest + 1)
         return state
     }
 }

@@ -213,7 +213,7 @@ struct RuleCommand: ParsableCommand {
             try guarded {
                 let state = try global.store().load()
                 let rules = state.rules.filter { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
-                let text = rules.map { "\($0.id)\t\($0.rule.family)\t\($0.table.rawValue)\t\($0.chain)\t\($0.text)" }.joined(separator: "\n")
+                let text = rules.map { "\($0.id)\t\($0.family)\t\($0.table.rawValue)\t\($0.chain)\t\($0.text)" }.joined(separator: "\n")
                 global.emit(text: text, json: Output.RuleList(rules: rules.map(Output.RuleInfo.init)))
             }
         }
