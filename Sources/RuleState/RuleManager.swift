@@ -36,9 +36,9 @@ public struct RuleManager {
             new.backend = selection.kind
             new.touched = Set(new.tableRules().filter { !$0.isEmpty }.map(\.key))
             // A state docknfv cannot read back is refused before the kernel is touched.
-            _ = try StateStore.decode(try StateStore.encode(new), path: store.path)
+            let bytes = try store.encoded(new)
             let report = try backend.apply(new.ruleset(), previous: old.ruleset())
-            do { try store.save(new) } catch {
+            do { try store.write(bytes) } catch {
                 _ = try? backend.apply(old.ruleset(), previous: new.ruleset()) // keep kernel and file in agreement
                 throw error
             }

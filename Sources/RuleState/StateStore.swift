@@ -46,10 +46,18 @@ public struct StateStore: Sendable {
         return try Self.decode(bytes, path: path)
     }
 
-    public func save(_ state: DesiredState) throws {
+    /// The state file's bytes, checked to read back: docknfv never writes a file it cannot read
+    /// (a bad name would lock every later command out).
+    public func encoded(_ state: DesiredState) throws -> [UInt8] {
         let bytes = Self.encode(state)
-        // Never write what cannot be read back: a bad name would lock every later command out.
         _ = try Self.decode(bytes, path: path)
+        return bytes
+    }
+
+    public func save(_ state: DesiredState) throws { try write(try encoded(state)) }
+
+    /// Writes bytes from `encoded`.
+    public func write(_ bytes: [UInt8]) throws {
         do {
             try StateDirectory.prepare(directory)
             try AtomicFile.write(path, contents: bytes, mode: 0o600)
@@ -85,7 +93,7 @@ public struct StateStore: Sendable {
             ("tables", .array(state.touched.sorted().map { .string($0.description) })),
             ("version", .number(1)),
         ]
-        return Array(JSON.object(file).rendered().utf8)
+        return JSON.object(file).rendered()
     }
 
     /// Reads a state file. Structure, names and ids are checked here; rule texts are parsed when

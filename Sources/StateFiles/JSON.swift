@@ -125,6 +125,14 @@ public indirect enum JSON: Equatable, Sendable {
 
         mutating func string() throws(ParseError) -> String {
             try expect(UInt8(ascii: "\""))
+            // Fast path: no escapes before the closing quote.
+            var end = index
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+                guard let text = String(validating: bytes[index..<end], as: UTF8.self) else { throw fail("invalid UTF-8") }
+                index = end + 1
+                return text
+            }
             var out: [UInt8] = []
             while true {
                 guard index < bytes.count else { throw fail("unterminated string") }
@@ -176,58 +184,64 @@ public indirect enum JSON: Equatable, Sendable {
     // MARK: Writing
 
     /// Pretty-printed, two spaces per level, `"key" : value` — the layout docknfv's files have always had.
-    public func rendered() -> String {
-        var out = ""
+    public func rendered() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(4096)
         write(into: &out, indent: 0)
-        return out + "\n"
+        out.append(0x0a)
+        return out
     }
 
-    func write(into out: inout String, indent: Int) {
-        let pad = String(repeating: "  ", count: indent + 1), closePad = String(repeating: "  ", count: indent)
+    func write(into out: inout [UInt8], indent: Int) {
+        func pad(_ level: Int) { for _ in 0..<level { out += [0x20, 0x20] } }
         switch self {
         case .object(let members):
-            if members.isEmpty { out += "{\n\n\(closePad)}"; return }
-            out += "{\n"
+            if members.isEmpty { out += Array("{\n\n".utf8); pad(indent); out.append(UInt8(ascii: "}")); return }
+            out += [UInt8(ascii: "{"), 0x0a]
             for (index, (key, value)) in members.enumerated() {
-                out += pad + Self.quote(key) + " : "
+                pad(indent + 1)
+                Self.quote(key, into: &out)
+                out += Array(" : ".utf8)
                 value.write(into: &out, indent: indent + 1)
-                out += index == members.count - 1 ? "\n" : ",\n"
+                if index < members.count - 1 { out.append(UInt8(ascii: ",")) }
+                out.append(0x0a)
             }
-            out += closePad + "}"
+            pad(indent)
+            out.append(UInt8(ascii: "}"))
         case .array(let items):
-            if items.isEmpty { out += "[\n\n\(closePad)]"; return }
-            out += "[\n"
+            if items.isEmpty { out += Array("[\n\n".utf8); pad(indent); out.append(UInt8(ascii: "]")); return }
+            out += [UInt8(ascii: "["), 0x0a]
             for (index, item) in items.enumerated() {
-                out += pad
+                pad(indent + 1)
                 item.write(into: &out, indent: indent + 1)
-                out += index == items.count - 1 ? "\n" : ",\n"
+                if index < items.count - 1 { out.append(UInt8(ascii: ",")) }
+                out.append(0x0a)
             }
-            out += closePad + "]"
-        case .string(let text): out += Self.quote(text)
-        case .number(let value): out += String(value)
-        case .bool(let value): out += value ? "true" : "false"
-        case .null: out += "null"
+            pad(indent)
+            out.append(UInt8(ascii: "]"))
+        case .string(let text): Self.quote(text, into: &out)
+        case .number(let value): out += Array(String(value).utf8)
+        case .bool(let value): out += Array((value ? "true" : "false").utf8)
+        case .null: out += Array("null".utf8)
         }
     }
 
-    static func quote(_ text: String) -> String {
-        var out = "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\t": out += "\\t"
-            case "\r": out += "\\r"
-            default:
-                if scalar.value < 0x20 || scalar.value == 0x7f {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
+    static func quote(_ text: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]
+            case UInt8(ascii: "\\"): out += [UInt8(ascii: "\\"), UInt8(ascii: "\\")]
+            case 0x0a: out += [UInt8(ascii: "\\"), UInt8(ascii: "n")]
+            case 0x09: out += [UInt8(ascii: "\\"), UInt8(ascii: "t")]
+            case 0x0d: out += [UInt8(ascii: "\\"), UInt8(ascii: "r")]
+            case 0..<0x20, 0x7f:
+                let hex = Array(String(byte, radix: 16).utf8)
+                out += Array("\\u00".utf8) + (hex.count == 1 ? [UInt8(ascii: "0")] : []) + hex
+            default: out.append(byte)
             }
         }
-        return out + "\""
+        out.append(UInt8(ascii: "\""))
     }
+
 }
