@@ -56,10 +56,8 @@ let package = Package(
             "DHCPHook", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
-        .executableTarget(name: "docknfvctl", dependencies: [
-            "RuleState", "RuleEngine", "NetNS",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ]),
+        // No argument parser and no Foundation: every invocation is a short process (start-up counts).
+        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"]),
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 
         // Tests.
