@@ -29,24 +29,51 @@ public struct NFTablesBackend: RuleBackend {
         let netlink = try NFNetlink()
         let table = Layout.tableName(desired.owner)
         var attempt = 0
+        let namespace = Self.namespaceInode()
         while true {
             let generation = try netlink.generation()
             var plans: [(IPFamily, [Operation])] = []
-            for family in [IPFamily.v4, .v6] {
-                let current = try netlink.snapshot(family: family, table: table)
-                plans.append((family, Planner.plan(DesiredTable(desired, family: family), current)))
+            var usedMark = false
+            // Nobody committed anything since our last change: the kernel holds `previous`
+            // exactly, so plan against it without reading the kernel back — unless the plan needs
+            // a rule handle (a delete or an insert), which only a read can give.
+            if attempt == 0, let mark = previous.kernelMark, mark == KernelMark(namespace: namespace, generation: generation) {
+                plans = [IPFamily.v4, .v6].map { family in
+                    (family, Planner.plan(DesiredTable(desired, family: family), Snapshot(previous, family: family)))
+                }
+                usedMark = true
+                if plans.contains(where: { $0.1.contains(where: \.needsHandle) }) { plans = []; usedMark = false }
+            }
+            if plans.isEmpty {
+                for family in [IPFamily.v4, .v6] {
+                    let current = try netlink.snapshot(family: family, table: table)
+                    plans.append((family, Planner.plan(DesiredTable(desired, family: family), current)))
+                }
             }
             var report = Self.report(plans, desired: desired, previous: previous)
-            if plans.allSatisfy({ $0.1.isEmpty }) { return report }
+            report.kernelRead = !usedMark
+            if plans.allSatisfy({ $0.1.isEmpty }) {
+                report.kernelMark = KernelMark(namespace: namespace, generation: generation)
+                return report
+            }
             let batch = Batch(sequence: netlink.nextSequence())
             var builder = BatchBuilder(batch: batch, table: table, sets: desired.sets)
             for (family, operations) in plans { try builder.add(operations, family: family) }
             for _ in 0..<batch.count { _ = netlink.nextSequence() }
-            guard let failure = try netlink.commit(batch, generation: generation) else { return report }
+            guard let failure = try netlink.commit(batch, generation: generation) else {
+                report.kernelMark = (try? netlink.generation()).map { KernelMark(namespace: namespace, generation: $0) }
+                return report
+            }
             attempt += 1
             if failure.code == ERESTART && attempt < retries { report = ApplyReport(); continue }
             throw Self.error(failure, batch: batch)
         }
+    }
+
+    /// The inode of the current thread's network namespace (its identity while it exists).
+    static func namespaceInode() -> UInt64 {
+        var info = stat()
+        return stat("/proc/thread-self/ns/net", &info) == 0 ? UInt64(info.st_ino) : 0
     }
 
     public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {

@@ -44,6 +44,15 @@ struct DesiredTable {
 
 /// One change to a table, in the order the batch sends them.
 enum Operation {
+    /// Whether the operation names a kernel rule by handle (a handle of 0 is "not known").
+    var needsHandle: Bool {
+        switch self {
+        case .deleteRule: return true
+        case .addRule(_, _, let position): return position != .end
+        default: return false
+        }
+    }
+
     enum Position: Equatable { case end, after(UInt64), before(UInt64) }
     case addTable
     case deleteTable
@@ -136,13 +145,14 @@ enum Planner {
             var end = index
             while end < want.count && anchorAt[end] == nil { end += 1 }
             let run = want[index..<end]
-            if index > 0, let previous = anchorAt[index - 1] {
+            if end == want.count {
+                // A run at the end of the chain goes after every kept rule: appended, no handle needed.
+                added += run.map { ($0, .end) }
+            } else if index > 0, let previous = anchorAt[index - 1] {
                 // Each goes right after the anchor before the run: add them last to first.
                 added += run.reversed().map { ($0, .after(previous)) }
-            } else if end < want.count, let next = anchorAt[end] {
+            } else if let next = anchorAt[end] {
                 added += run.map { ($0, .before(next)) }
-            } else {
-                added += run.map { ($0, .end) }
             }
             index = end
         }

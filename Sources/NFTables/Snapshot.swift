@@ -22,6 +22,17 @@ struct Snapshot: Sendable {
     var sets: [String: KernelSet] = [:]
 }
 
+extension Snapshot {
+    /// What the kernel holds when it holds exactly `ruleset` (handles unknown: 0).
+    init(_ ruleset: Ruleset, family: IPFamily) {
+        let table = DesiredTable(ruleset, family: family)
+        tableExists = !table.isEmpty
+        chains = table.chains
+        rules = table.rules.mapValues { $0.map { KernelRule(handle: 0, fingerprint: $0.fingerprint) } }
+        sets = table.sets.mapValues { KernelSet(shape: $0.shape, ranges: $0.ranges) }
+    }
+}
+
 extension NFNetlink {
     func snapshot(family: IPFamily, table: String) throws -> Snapshot {
         var snapshot = Snapshot()

@@ -99,8 +99,22 @@ public struct TableDrift: Sendable, Equatable {
     public var unexpected: [String] { items.filter { !$0.isMissing }.map(\.description) }
 }
 
+/// A point in a namespace's ruleset history: the namespace (its inode) and nf_tables' generation
+/// counter, which every committed change by anyone moves on.
+public struct KernelMark: Sendable, Equatable, Codable {
+    public var namespace: UInt64
+    public var generation: UInt32
+    public init(namespace: UInt64, generation: UInt32) { self.namespace = namespace; self.generation = generation }
+}
+
 /// What an apply did in the kernel.
 public struct ApplyReport: Sendable, Equatable {
+    /// Where the kernel stood right after the change (nftables), to be handed back as the
+    /// ruleset's `kernelMark` next time.
+    public var kernelMark: KernelMark?
+    /// Whether the backend read the kernel's rules back to plan the change (false when the
+    /// kernel mark showed nothing had changed since docknfv's last change).
+    public var kernelRead = true
     /// Tables changed (in order).
     public var committed: [TableKey] = []
     /// Tables already as wanted.

@@ -104,6 +104,10 @@ public struct Ruleset: Sendable, Equatable {
     public var owner: Owner
     public var tables: [TableRules]
     public var sets: [String: SetSpec]
+    /// Where the kernel stood right after this ruleset was last applied, as the backend reported
+    /// it (`ApplyReport.kernelMark`). A backend that finds the kernel still there may skip reading
+    /// it back; nil means "read it".
+    public var kernelMark: KernelMark?
 
     public init(owner: Owner = .cli, tables: [TableRules] = [], sets: [String: SetSpec] = [:]) {
         self.owner = owner
@@ -112,6 +116,8 @@ public struct Ruleset: Sendable, Equatable {
     }
 
     public var isEmpty: Bool { tables.allSatisfy(\.isEmpty) && sets.isEmpty }
+
+    public static func == (a: Ruleset, b: Ruleset) -> Bool { a.owner == b.owner && a.tables == b.tables && a.sets == b.sets }
 
     public func table(_ key: TableKey) -> TableRules? { tables.first { $0.key == key } }
 

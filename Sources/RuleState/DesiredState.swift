@@ -46,6 +46,8 @@ public struct DesiredState: Sendable, Equatable {
     public var nextID = 1
     /// The backend that holds these rules in the kernel (nil: nothing applied yet).
     public var backend: BackendKind?
+    /// Where the kernel stood right after docknfv last changed it (see `Ruleset.kernelMark`).
+    public var kernelMark: KernelMark?
 
     public struct ChainRef: Hashable, Sendable, Comparable {
         public var key: TableKey
@@ -78,7 +80,9 @@ public struct DesiredState: Sendable, Equatable {
 
     /// What the backends apply: docknfvctl's ruleset in this namespace.
     public func ruleset() -> Ruleset {
-        Ruleset(owner: .cli, tables: tableRules(), sets: sets)
+        var ruleset = Ruleset(owner: .cli, tables: tableRules(), sets: sets)
+        ruleset.kernelMark = kernelMark
+        return ruleset
     }
 
     /// The state as `iptables-save` would print docknfv's part (rules in docknfv's chain names are

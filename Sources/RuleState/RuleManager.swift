@@ -34,11 +34,15 @@ public struct RuleManager {
             try backend.validate(new.ruleset())
             if dryRun { return (new, ApplyReport()) }
             new.backend = selection.kind
+            new.kernelMark = nil
             new.touched = Set(new.tableRules().filter { !$0.isEmpty }.map(\.key))
             // A state docknfv cannot read back is refused before the kernel is touched.
-            let bytes = try store.encoded(new)
-            let report = try backend.apply(new.ruleset(), previous: old.ruleset())
-            do { try store.write(bytes) } catch {
+            var previous = old.ruleset()
+            if old.backend != selection.kind { previous.kernelMark = nil }
+            _ = try store.encoded(new) // refuse a state that could not be read back before touching the kernel
+            let report = try backend.apply(new.ruleset(), previous: previous)
+            new.kernelMark = report.kernelMark
+            do { try store.save(new) } catch {
                 _ = try? backend.apply(old.ruleset(), previous: new.ruleset()) // keep kernel and file in agreement
                 throw error
             }
@@ -54,7 +58,9 @@ public struct RuleManager {
             let backend = makeBackend(try selection(for: state).kind)
             try backend.validate(state.ruleset())
             if dryRun { return ApplyReport() }
-            return try backend.apply(state.ruleset(), previous: state.ruleset())
+            var previous = state.ruleset()
+            previous.kernelMark = nil // `apply` is the repair: always read the kernel
+            return try backend.apply(state.ruleset(), previous: previous)
         }
     }
 
@@ -76,10 +82,13 @@ public struct RuleManager {
             let target = makeBackend(kind), source = makeBackend(from)
             try target.validate(state.ruleset())
             if dryRun { return (from, ApplyReport()) }
-            let report = try target.apply(state.ruleset(), previous: Ruleset())
+            var current = state.ruleset()
+            current.kernelMark = nil
+            let report = try target.apply(current, previous: Ruleset())
             do {
-                _ = try source.remove(state.ruleset())
+                _ = try source.remove(current)
                 state.backend = kind
+                state.kernelMark = nil
                 try store.save(state)
             } catch {
                 _ = try? source.apply(state.ruleset(), previous: state.ruleset())

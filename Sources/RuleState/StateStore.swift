@@ -47,11 +47,19 @@ public struct StateStore: Sendable {
     }
 
     /// The state file's bytes, checked to read back: docknfv never writes a file it cannot read
-    /// (a bad name would lock every later command out).
+    /// (a bad name would lock every later command out). The check is what `decode` checks of
+    /// each name and text, without encoding and re-reading the whole file.
     public func encoded(_ state: DesiredState) throws -> [UInt8] {
-        let bytes = Self.encode(state)
-        _ = try Self.decode(bytes, path: path)
-        return bytes
+        func refuse(_ what: String) -> EngineError { EngineError(.invalidInput, "\(what) cannot be saved (it could not be read back)") }
+        for chain in state.userChains where !ChainNames.isValidUserChain(chain.chain) { throw refuse("chain name \(DisplayText.quoted(chain.chain))") }
+        for name in state.sets.keys where !Names.isValidSetName(name) { throw refuse("set name \(DisplayText.quoted(name))") }
+        for rule in state.rules {
+            guard !rule.text.isEmpty, Names.isPrintable(rule.text) else { throw refuse("rule \(DisplayText.quoted(rule.text))") }
+            guard rule.key.table.builtinChains.contains(rule.chain) || ChainNames.isValidUserChain(rule.chain) else {
+                throw refuse("chain name \(DisplayText.quoted(rule.chain))")
+            }
+        }
+        return Self.encode(state)
     }
 
     public func save(_ state: DesiredState) throws { try write(try encoded(state)) }
@@ -77,6 +85,9 @@ public struct StateStore: Sendable {
         }
         var file: [(String, JSON)] = []
         if let backend = state.backend { file.append(("backend", .string(backend.rawValue))) }
+        if let mark = state.kernelMark {
+            file.append(("kernel", .object([("generation", .number(Int(mark.generation))), ("namespace", .number(Int(truncatingIfNeeded: mark.namespace)))])))
+        }
         file += [
             ("chains", .array(state.userChains.sorted().map { chain($0) })),
             ("nextId", .number(state.nextID)),
@@ -105,7 +116,7 @@ public struct StateStore: Sendable {
         let file: JSON
         do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file (\(error))") }
         guard let members = file.members else { throw corrupt("not a docknfv state file (not an object)") }
-        let known: Set<String> = ["backend", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
+        let known: Set<String> = ["backend", "kernel", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
         if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
         guard file["version"]?.int == 1 else { throw corrupt("unknown version") }
         func list(_ key: String, optional: Bool = false) throws -> [JSON] {
@@ -130,6 +141,12 @@ public struct StateStore: Sendable {
         if let backend = file["backend"] {
             guard let name = backend.string, let kind = BackendKind(rawValue: name) else { throw corrupt("unknown backend") }
             state.backend = kind
+        }
+        if let mark = file["kernel"] {
+            // Only a hint (a mismatch means "read the kernel"); a malformed one is dropped, not fatal.
+            if let generation = mark["generation"]?.int, let namespace = mark["namespace"]?.int, let value = UInt32(exactly: generation) {
+                state.kernelMark = KernelMark(namespace: UInt64(truncatingIfNeeded: namespace), generation: value)
+            }
         }
         guard let nextID = file["nextId"]?.int, nextID >= 1 else { throw corrupt("nextId is missing or not a positive number") }
         for item in try list("tables") {

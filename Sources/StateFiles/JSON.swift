@@ -52,7 +52,12 @@ public indirect enum JSON: Equatable, Sendable {
         var index = 0
 
         mutating func skipSpace() {
-            while index < bytes.count, [0x20, 0x09, 0x0a, 0x0d].contains(bytes[index]) { index += 1 }
+            while index < bytes.count {
+                switch bytes[index] {
+                case 0x20, 0x09, 0x0a, 0x0d: index += 1
+                default: return
+                }
+            }
         }
 
         func fail(_ reason: String) -> ParseError { ParseError(offset: index, reason: reason) }
@@ -193,7 +198,7 @@ public indirect enum JSON: Equatable, Sendable {
     }
 
     func write(into out: inout [UInt8], indent: Int) {
-        func pad(_ level: Int) { for _ in 0..<level { out += [0x20, 0x20] } }
+        func pad(_ level: Int) { out.append(contentsOf: repeatElement(0x20, count: 2 * level)) }
         switch self {
         case .object(let members):
             if members.isEmpty { out += Array("{\n\n".utf8); pad(indent); out.append(UInt8(ascii: "}")); return }
@@ -201,7 +206,7 @@ public indirect enum JSON: Equatable, Sendable {
             for (index, (key, value)) in members.enumerated() {
                 pad(indent + 1)
                 Self.quote(key, into: &out)
-                out += Array(" : ".utf8)
+                out.append(0x20); out.append(UInt8(ascii: ":")); out.append(0x20)
                 value.write(into: &out, indent: indent + 1)
                 if index < members.count - 1 { out.append(UInt8(ascii: ",")) }
                 out.append(0x0a)

@@ -181,6 +181,36 @@ struct NFTablesKernelTests {
         }
     }
 
+    /// After docknfv's own change, the next append plans against the recorded state without reading
+    /// the kernel back; any commit by anyone else in between makes it read again (and repair).
+    @Test func anUntouchedKernelIsNotReadBack() throws {
+        try withNamespaces(["nft"]) { ns throws in
+            var ruleset = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["FORWARD": try rules(["-p tcp --dport 1 -j ACCEPT"])])])
+            let first = try apply(ns[0], ruleset)
+            #expect(first.kernelRead)
+            ruleset.kernelMark = first.kernelMark
+            var next = ruleset
+            next.tables[0].chains["FORWARD"]!.append(contentsOf: try rules(["-p tcp --dport 2 -j ACCEPT"]))
+            let second = try apply(ns[0], next, previous: ruleset)
+            #expect(!second.kernelRead)
+            #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 1 counter accept", "tcp dport 2 counter accept"])
+            // Someone else commits (here: empties docknfv's chain): the mark no longer matches.
+            next.kernelMark = second.kernelMark
+            _ = try ns[0].mustRun(["nft", "flush", "chain", "ip", "docknfv", "filter-FORWARD"])
+            var third = next
+            third.tables[0].chains["FORWARD"]!.append(contentsOf: try rules(["-p tcp --dport 3 -j ACCEPT"]))
+            let report = try apply(ns[0], third, previous: next)
+            #expect(report.kernelRead)
+            #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 1 counter accept", "tcp dport 2 counter accept", "tcp dport 3 counter accept"])
+            // A delete needs the rule's handle: read even with a matching mark.
+            third.kernelMark = report.kernelMark
+            var fourth = third
+            fourth.tables[0].chains["FORWARD"]!.remove(at: 0)
+            #expect(try apply(ns[0], fourth, previous: third).kernelRead)
+            #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 2 counter accept", "tcp dport 3 counter accept"])
+        }
+    }
+
     @Test func setsAreNftSetsUpdatedElementByElement() throws {
         try withNamespaces(["nft"]) { ns throws in
             func entries(_ texts: [String], _ type: SetType) -> [SetEntry] { texts.map { SetEntry($0, type: type)! } }
