@@ -116,21 +116,24 @@ enum Planner {
     }
 
     /// The kernel rules to delete (handles) and the desired rules to add (with where), keeping the
-    /// longest run of rules already in place: rules whose fingerprint is unique on both sides are
-    /// anchors, and the longest increasing subsequence of their kernel positions stays untouched.
+    /// longest run of rules already in place: matching rules are anchors, and the longest
+    /// increasing subsequence of their kernel positions stays untouched.
     static func ruleChanges(want: [DesiredTable.DesiredRule], have: [Snapshot.KernelRule])
         -> ([UInt64], [(DesiredTable.DesiredRule, Operation.Position)]) {
-        var haveCount: [UInt64: Int] = [:], wantCount: [UInt64: Int] = [:], havePosition: [UInt64: Int] = [:]
+        // The n-th kernel rule with a fingerprint pairs with the n-th desired rule with it, so
+        // repeated rules anchor too.
+        struct Occurrence: Hashable { var fingerprint: UInt64; var number: Int }
+        var havePosition: [Occurrence: Int] = [:], seen: [UInt64: Int] = [:]
         for (index, rule) in have.enumerated() {
             guard let fingerprint = rule.fingerprint else { continue }
-            haveCount[fingerprint, default: 0] += 1
-            havePosition[fingerprint] = index
+            seen[fingerprint, default: 0] += 1
+            havePosition[Occurrence(fingerprint: fingerprint, number: seen[fingerprint]!)] = index
         }
-        for rule in want { wantCount[rule.fingerprint, default: 0] += 1 }
-        // (desired index, kernel index) of unique matches, in desired order.
+        seen = [:]
+        // (desired index, kernel index) of matches, in desired order.
         let pairs: [(Int, Int)] = want.enumerated().compactMap { index, rule in
-            guard haveCount[rule.fingerprint] == 1, wantCount[rule.fingerprint] == 1, let position = havePosition[rule.fingerprint] else { return nil }
-            return (index, position)
+            seen[rule.fingerprint, default: 0] += 1
+            return havePosition[Occurrence(fingerprint: rule.fingerprint, number: seen[rule.fingerprint]!)].map { (index, $0) }
         }
         let kept = longestIncreasing(pairs)
         let keptHave = Set(kept.map(\.1))
