@@ -13,7 +13,8 @@ public enum TCPProbe {
             do {
                 try NetworkNamespace.run(path: namespace.path) {
                     let fd = try makeSocket(address)
-                    defer { close(fd) }
+                    var listening = true
+                    defer { if listening { close(fd) } }
                     var one: Int32 = 1
                     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
                     try withSockaddr(address, port) { sa, len in
@@ -28,6 +29,10 @@ public enum TCPProbe {
                     let conn = withUnsafeMutablePointer(to: &from) {
                         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &fromLength) }
                     }
+                    // The port is free again before the answer goes out: a caller that got its
+                    // echo can listen on the same port at once.
+                    close(fd)
+                    listening = false
                     guard conn >= 0 else { return }
                     peer?.record(from, fromLength)
                     defer { close(conn) }
