@@ -79,104 +79,130 @@ struct EntryBuilder {
         return (Array(UnsafeRawBufferPointer(start: raw, count: size)), targetName)
     }
 
-    private func add<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: LazyText) throws {
-        var value = payload
-        let rc = withUnsafeBytes(of: &value) { dnfv_entry_add_match(entry, name, revision, $0.baseAddress, $0.count) }
+    /// A kernel struct of type `T` filled by `fill` in zeroed memory: the fields it sets and zero
+    /// everywhere else, padding included. A Swift value of an imported C struct leaves its padding
+    /// undefined (stack garbage), and a copy of it need not keep it; the kernel stores the payload
+    /// as given, so garbage there made identical rules compare unequal (false drift, needless commits).
+    /// `fill` must set fields one by one, never assign a whole struct value.
+    static func payload<T>(_ type: T.Type, _ fill: (inout T) throws -> Void) rethrows -> [UInt8] {
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: MemoryLayout<T>.size, alignment: MemoryLayout<T>.alignment)
+        defer { raw.deallocate() }
+        raw.initializeMemory(as: UInt8.self, repeating: 0, count: MemoryLayout<T>.size)
+        let typed = raw.bindMemory(to: T.self, capacity: 1)
+        defer { typed.deinitialize(count: 1) }
+        try fill(&typed.pointee)
+        return Array(UnsafeRawBufferPointer(start: raw, count: MemoryLayout<T>.size))
+    }
+
+    private func add<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ type: T.Type, text: LazyText,
+                        _ fill: (inout T) throws -> Void) throws {
+        let bytes = try Self.payload(type, fill)
+        let rc = bytes.withUnsafeBytes { dnfv_entry_add_match(entry, name, revision, $0.baseAddress, $0.count) }
         guard rc == 0 else { throw IPTablesError.build(rule: text.description, reason: "cannot add match \(name)") }
     }
 
     private func add(_ match: Match, to entry: OpaquePointer, rule: Rule, text: LazyText) throws {
         switch match {
         case .tcp(let tcp):
-            var info = xt_tcp()
-            info.spts = ports(tcp.sourcePorts?.value)
-            info.dpts = ports(tcp.destinationPorts?.value)
-            if tcp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_SRCPT) }
-            if tcp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_DSTPT) }
-            if let flags = tcp.flags {
-                info.flg_mask = flags.value.mask
-                info.flg_cmp = flags.value.compare
-                if flags.inverted { info.invflags |= UInt8(XT_TCP_INV_FLAGS) }
+            try add(entry, "tcp", 0, xt_tcp.self, text: text) { info in
+                info.spts = ports(tcp.sourcePorts?.value)
+                info.dpts = ports(tcp.destinationPorts?.value)
+                if tcp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_SRCPT) }
+                if tcp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_TCP_INV_DSTPT) }
+                if let flags = tcp.flags {
+                    info.flg_mask = flags.value.mask
+                    info.flg_cmp = flags.value.compare
+                    if flags.inverted { info.invflags |= UInt8(XT_TCP_INV_FLAGS) }
+                }
             }
-            try add(entry, "tcp", 0, info, text: text)
         case .udp(let udp):
-            var info = xt_udp()
-            info.spts = ports(udp.sourcePorts?.value)
-            info.dpts = ports(udp.destinationPorts?.value)
-            if udp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_SRCPT) }
-            if udp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_DSTPT) }
-            try add(entry, "udp", 0, info, text: text)
+            try add(entry, "udp", 0, xt_udp.self, text: text) { info in
+                info.spts = ports(udp.sourcePorts?.value)
+                info.dpts = ports(udp.destinationPorts?.value)
+                if udp.sourcePorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_SRCPT) }
+                if udp.destinationPorts?.inverted == true { info.invflags |= UInt8(XT_UDP_INV_DSTPT) }
+            }
         case .icmp(let icmp), .icmp6(let icmp):
-            let info = dnfv_icmp(type: icmp.type, code: (icmp.codes.lowerBound, icmp.codes.upperBound), invflags: icmp.inverted ? 1 : 0)
-            if case .icmp = match { try add(entry, "icmp", 0, info, text: text) } else { try add(entry, "icmp6", 0, info, text: text) }
+            let name = { if case .icmp = match { return "icmp" } else { return "icmp6" } }()
+            try add(entry, name, 0, dnfv_icmp.self, text: text) { info in
+                info.type = icmp.type
+                info.code = (icmp.codes.lowerBound, icmp.codes.upperBound)
+                info.invflags = icmp.inverted ? 1 : 0
+            }
         case .multiport(let mp):
-            var info = xt_multiport_v1()
-            info.flags = UInt8(mp.direction == .source ? XT_MULTIPORT_SOURCE.rawValue
-                               : mp.direction == .destination ? XT_MULTIPORT_DESTINATION.rawValue : XT_MULTIPORT_EITHER.rawValue)
             var slots: [(UInt16, UInt8)] = []
             for range in mp.ports {
                 if range.isSingle { slots.append((range.lower, 0)) } else { slots.append((range.lower, 1)); slots.append((range.upper, 0)) }
             }
-            info.count = UInt8(slots.count)
-            withUnsafeMutableBytes(of: &info.ports) { raw in
-                let ports = raw.bindMemory(to: UInt16.self)
-                for (i, slot) in slots.enumerated() { ports[i] = slot.0 }
+            try add(entry, "multiport", 1, xt_multiport_v1.self, text: text) { info in
+                info.flags = UInt8(mp.direction == .source ? XT_MULTIPORT_SOURCE.rawValue
+                                   : mp.direction == .destination ? XT_MULTIPORT_DESTINATION.rawValue : XT_MULTIPORT_EITHER.rawValue)
+                info.count = UInt8(slots.count)
+                withUnsafeMutableBytes(of: &info.ports) { raw in
+                    let ports = raw.bindMemory(to: UInt16.self)
+                    for (i, slot) in slots.enumerated() { ports[i] = slot.0 }
+                }
+                withUnsafeMutableBytes(of: &info.pflags) { raw in
+                    for (i, slot) in slots.enumerated() { raw[i] = slot.1 }
+                }
+                info.invert = mp.inverted ? 1 : 0
             }
-            withUnsafeMutableBytes(of: &info.pflags) { raw in
-                for (i, slot) in slots.enumerated() { raw[i] = slot.1 }
-            }
-            info.invert = mp.inverted ? 1 : 0
-            try add(entry, "multiport", 1, info, text: text)
         case .conntrack(let ct):
-            var info = xt_conntrack_mtinfo3()
-            info.match_flags = UInt16(XT_CONNTRACK_STATE)
-            info.state_mask = ct.states.reduce(0) { $0 | $1.bit }
-            if ct.inverted { info.invert_flags = UInt16(XT_CONNTRACK_STATE) }
-            try add(entry, "conntrack", 3, info, text: text)
+            try add(entry, "conntrack", 3, xt_conntrack_mtinfo3.self, text: text) { info in
+                info.match_flags = UInt16(XT_CONNTRACK_STATE)
+                info.state_mask = ct.states.reduce(0) { $0 | $1.bit }
+                if ct.inverted { info.invert_flags = UInt16(XT_CONNTRACK_STATE) }
+            }
         case .mark(let mark):
-            let info = xt_mark_mtinfo1(mark: mark.value, mask: mark.mask, invert: mark.inverted ? 1 : 0)
-            try add(entry, "mark", 1, info, text: text)
+            try add(entry, "mark", 1, xt_mark_mtinfo1.self, text: text) { info in
+                info.mark = mark.value
+                info.mask = mark.mask
+                info.invert = mark.inverted ? 1 : 0
+            }
         case .set(let set):
             // Revision 4, as iptables 1.8 writes it (its tools print no older revision); the
             // packet/byte counter conditions stay "none".
-            var info = xt_set_info_match_v4()
-            do { info.match_set.index = try setIndex(set.name) } catch let IPTablesError.build(_, reason) {
+            let index: UInt16
+            do { index = try setIndex(set.name) } catch let IPTablesError.build(_, reason) {
                 throw IPTablesError.build(rule: text.description, reason: reason)
             }
-            info.match_set.dim = UInt8(set.directions.count)
-            for (i, direction) in set.directions.enumerated() where direction == .src {
-                info.match_set.flags |= UInt8(1 << (i + 1))
+            try add(entry, "set", 4, xt_set_info_match_v4.self, text: text) { info in
+                info.match_set.index = index
+                info.match_set.dim = UInt8(set.directions.count)
+                for (i, direction) in set.directions.enumerated() where direction == .src {
+                    info.match_set.flags |= UInt8(1 << (i + 1))
+                }
+                if set.inverted { info.match_set.flags |= 1 }
             }
-            if set.inverted { info.match_set.flags |= 1 }
-            try add(entry, "set", 4, info, text: text)
         case .comment(let comment):
-            var info = xt_comment_info()
-            withUnsafeMutableBytes(of: &info.comment) { raw in
-                for (i, byte) in comment.utf8.prefix(255).enumerated() { raw[i] = byte }
+            try add(entry, "comment", 0, xt_comment_info.self, text: text) { info in
+                withUnsafeMutableBytes(of: &info.comment) { raw in
+                    for (i, byte) in comment.utf8.prefix(255).enumerated() { raw[i] = byte }
+                }
             }
-            try add(entry, "comment", 0, info, text: text)
         case .limit(let limit):
-            var info = xt_rateinfo()
-            info.avg = limit.average
-            info.burst = limit.burst
-            try add(entry, "limit", 0, info, text: text)
+            try add(entry, "limit", 0, xt_rateinfo.self, text: text) { info in
+                info.avg = limit.average
+                info.burst = limit.burst
+            }
         case .iprange(let range):
-            var info = xt_iprange_mtinfo()
-            if let s = range.source {
-                info.src_min = inetAddr(s.value.first); info.src_max = inetAddr(s.value.last)
-                info.flags |= UInt8(IPRANGE_SRC) | (s.inverted ? UInt8(IPRANGE_SRC_INV) : 0)
+            try add(entry, "iprange", 1, xt_iprange_mtinfo.self, text: text) { info in
+                if let s = range.source {
+                    info.src_min = inetAddr(s.value.first); info.src_max = inetAddr(s.value.last)
+                    info.flags |= UInt8(IPRANGE_SRC) | (s.inverted ? UInt8(IPRANGE_SRC_INV) : 0)
+                }
+                if let d = range.destination {
+                    info.dst_min = inetAddr(d.value.first); info.dst_max = inetAddr(d.value.last)
+                    info.flags |= UInt8(IPRANGE_DST) | (d.inverted ? UInt8(IPRANGE_DST_INV) : 0)
+                }
             }
-            if let d = range.destination {
-                info.dst_min = inetAddr(d.value.first); info.dst_max = inetAddr(d.value.last)
-                info.flags |= UInt8(IPRANGE_DST) | (d.inverted ? UInt8(IPRANGE_DST_INV) : 0)
-            }
-            try add(entry, "iprange", 1, info, text: text)
         }
     }
 
-    private func setTarget<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ payload: T, text: LazyText) throws {
-        var value = payload
-        let rc = withUnsafeBytes(of: &value) { dnfv_entry_set_target(entry, name, revision, $0.baseAddress, $0.count) }
+    private func setTarget<T>(_ entry: OpaquePointer, _ name: String, _ revision: UInt8, _ type: T.Type, text: LazyText,
+                              _ fill: (inout T) throws -> Void) throws {
+        let bytes = try Self.payload(type, fill)
+        let rc = bytes.withUnsafeBytes { dnfv_entry_set_target(entry, name, revision, $0.baseAddress, $0.count) }
         guard rc == 0 else { throw IPTablesError.build(rule: text.description, reason: "cannot set target \(name)") }
     }
 
@@ -194,91 +220,93 @@ struct EntryBuilder {
             dnfv_entry_set_goto(entry)
             return try standard(chainName(chain))
         case .reject(let type):
-            try setTarget(entry, "REJECT", 0, dnfv_reject(with: type.code), text: text)
+            try setTarget(entry, "REJECT", 0, dnfv_reject.self, text: text) { $0.with = type.code }
             return "REJECT"
         case .log(let prefix, let level):
-            var info = xt_log_info()
-            info.level = level
-            withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(29).enumerated() { raw[i] = b } }
-            try setTarget(entry, "LOG", 0, info, text: text)
+            try setTarget(entry, "LOG", 0, xt_log_info.self, text: text) { info in
+                info.level = level
+                withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(29).enumerated() { raw[i] = b } }
+            }
             return "LOG"
         case .nflog(let group, let prefix, let size, let threshold):
-            var info = xt_nflog_info()
-            info.group = group
-            info.threshold = threshold
-            if let size { info.len = size; info.flags = UInt16(XT_NFLOG_F_COPY_LEN) }
-            withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(63).enumerated() { raw[i] = b } }
-            try setTarget(entry, "NFLOG", 0, info, text: text)
+            try setTarget(entry, "NFLOG", 0, xt_nflog_info.self, text: text) { info in
+                info.group = group
+                info.threshold = threshold
+                if let size { info.len = size; info.flags = UInt16(XT_NFLOG_F_COPY_LEN) }
+                withUnsafeMutableBytes(of: &info.prefix) { raw in for (i, b) in prefix.utf8.prefix(63).enumerated() { raw[i] = b } }
+            }
             return "NFLOG"
         case .dnat(let range), .snat(let range):
-            var info = nf_nat_range2()
-            if let addresses = range.addresses {
-                info.flags |= UInt32(NF_NAT_RANGE_MAP_IPS)
-                info.min_addr = inetAddr(addresses.first)
-                info.max_addr = inetAddr(addresses.last)
-            }
-            if let ports = range.ports {
-                info.flags |= UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
-                info.min_proto.all = ports.lower.bigEndian
-                info.max_proto.all = ports.upper.bigEndian
-            }
-            info.flags |= range.flags.rawValue
+            var flags = range.flags.rawValue
+            if range.addresses != nil { flags |= UInt32(NF_NAT_RANGE_MAP_IPS) }
+            if range.ports != nil { flags |= UInt32(NF_NAT_RANGE_PROTO_SPECIFIED) }
+            // Ports are network order in NAT ranges.
+            let minPort = range.ports.map { $0.lower.bigEndian } ?? 0, maxPort = range.ports.map { $0.upper.bigEndian } ?? 0
             if case .dnat = target {
-                try setTarget(entry, "DNAT", 2, info, text: text)
+                try setTarget(entry, "DNAT", 2, nf_nat_range2.self, text: text) { info in
+                    info.flags = flags
+                    if let addresses = range.addresses {
+                        info.min_addr = inetAddr(addresses.first)
+                        info.max_addr = inetAddr(addresses.last)
+                    }
+                    info.min_proto.all = minPort
+                    info.max_proto.all = maxPort
+                }
                 return "DNAT"
             }
             // iptables 1.8's libxt_SNAT prints only revision 0 (IPv4) and 1 (IPv6), not 2: with
             // revision 2 `iptables -S` would show "[unsupported revision]".
             if rule.family == .v4 {
-                var compat = nf_nat_ipv4_multi_range_compat()
-                compat.rangesize = 1
-                compat.range.flags = info.flags
-                if let addresses = range.addresses {
-                    // __be32: the address bytes exactly as they are, in network order.
-                    compat.range.min_ip = addresses.first.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
-                    compat.range.max_ip = addresses.last.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                try setTarget(entry, "SNAT", 0, nf_nat_ipv4_multi_range_compat.self, text: text) { compat in
+                    compat.rangesize = 1
+                    compat.range.flags = flags
+                    if let addresses = range.addresses {
+                        // __be32: the address bytes exactly as they are, in network order.
+                        compat.range.min_ip = addresses.first.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                        compat.range.max_ip = addresses.last.bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt32.self) }
+                    }
+                    compat.range.min.all = minPort
+                    compat.range.max.all = maxPort
                 }
-                compat.range.min = info.min_proto
-                compat.range.max = info.max_proto
-                try setTarget(entry, "SNAT", 0, compat, text: text)
                 return "SNAT"
             }
-            var range1 = nf_nat_range()
-            range1.flags = info.flags
-            range1.min_addr = info.min_addr
-            range1.max_addr = info.max_addr
-            range1.min_proto = info.min_proto
-            range1.max_proto = info.max_proto
-            try setTarget(entry, "SNAT", 1, range1, text: text)
+            try setTarget(entry, "SNAT", 1, nf_nat_range.self, text: text) { range1 in
+                range1.flags = flags
+                if let addresses = range.addresses {
+                    range1.min_addr = inetAddr(addresses.first)
+                    range1.max_addr = inetAddr(addresses.last)
+                }
+                range1.min_proto.all = minPort
+                range1.max_proto.all = maxPort
+            }
             return "SNAT"
         case .masquerade(let ports, let flags), .redirect(let ports, let flags):
             let name = { if case .masquerade = target { return "MASQUERADE" } else { return "REDIRECT" } }()
+            let rangeFlags = (ports == nil ? 0 : UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)) | flags.rawValue
+            let minPort = ports.map { $0.lower.bigEndian } ?? 0, maxPort = ports.map { $0.upper.bigEndian } ?? 0
             if rule.family == .v4 {
-                var info = nf_nat_ipv4_multi_range_compat()
-                info.rangesize = 1
-                if let ports {
-                    info.range.flags = UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
-                    info.range.min.all = ports.lower.bigEndian
-                    info.range.max.all = ports.upper.bigEndian
+                try setTarget(entry, name, 0, nf_nat_ipv4_multi_range_compat.self, text: text) { info in
+                    info.rangesize = 1
+                    info.range.flags = rangeFlags
+                    info.range.min.all = minPort
+                    info.range.max.all = maxPort
                 }
-                info.range.flags |= flags.rawValue
-                try setTarget(entry, name, 0, info, text: text)
             } else {
-                var info = nf_nat_range()
-                if let ports {
-                    info.flags = UInt32(NF_NAT_RANGE_PROTO_SPECIFIED)
-                    info.min_proto.all = ports.lower.bigEndian
-                    info.max_proto.all = ports.upper.bigEndian
+                try setTarget(entry, name, 0, nf_nat_range.self, text: text) { info in
+                    info.flags = rangeFlags
+                    info.min_proto.all = minPort
+                    info.max_proto.all = maxPort
                 }
-                info.flags |= flags.rawValue
-                try setTarget(entry, name, 0, info, text: text)
             }
             return name
         case .mark(let value, let mask):
-            try setTarget(entry, "MARK", 2, xt_mark_tginfo2(mark: value, mask: mask), text: text)
+            try setTarget(entry, "MARK", 2, xt_mark_tginfo2.self, text: text) { info in
+                info.mark = value
+                info.mask = mask
+            }
             return "MARK"
         case .tcpmss(let mss):
-            try setTarget(entry, "TCPMSS", 0, xt_tcpmss_info(mss: mss ?? UInt16(XT_TCPMSS_CLAMP_PMTU)), text: text)
+            try setTarget(entry, "TCPMSS", 0, xt_tcpmss_info.self, text: text) { $0.mss = mss ?? UInt16(XT_TCPMSS_CLAMP_PMTU) }
             return "TCPMSS"
         }
     }

@@ -179,6 +179,9 @@ extension TableRules {
 
 /// Text from users shown in messages.
 public enum DisplayText {
+    /// As `quoted`, without the quotes (for values in a sentence).
+    public static func clipped(_ text: String) -> String { String(quoted(text).dropFirst().dropLast()) }
+
     /// A name for a message: quoted, control characters escaped, at most 64 characters.
     public static func quoted(_ text: String) -> String {
         var out = ""

@@ -23,16 +23,26 @@ extension DesiredState {
         for family in Set(rules.map(\.family)) where !chainExists(chain, TableKey(family, table)) {
             throw Self.invalid("chain \(DisplayText.quoted(chain)) does not exist in \(family) table \(table.rawValue): create it first with `docknfvctl chain create \(chain)`")
         }
+        // Positions count in each rule's own family's chain (one insert may hold both families),
+        // and all of them are checked before anything is inserted.
+        func inChain(_ family: IPFamily) -> [Int] {
+            self.rules.indices.filter { self.rules[$0].table == table && self.rules[$0].chain == chain && self.rules[$0].family == family }
+        }
+        if let position {
+            for family in Set(rules.map(\.family)) {
+                let length = inChain(family).count
+                guard position >= 1, position <= length + 1 else {
+                    throw Self.invalid("position \(position) is outside chain \(chain) (1 to \(length + 1))")
+                }
+            }
+        }
         var added: [StoredRule] = []
         for rule in rules {
-            let inChain = self.rules.indices.filter { self.rules[$0].table == table && self.rules[$0].chain == chain && self.rules[$0].family == rule.family }
             var index = self.rules.count
             if let position {
-                guard position >= 1, position <= inChain.count + 1 + added.count else {
-                    throw Self.invalid("position \(position) is outside chain \(chain) (1 to \(inChain.count + 1))")
-                }
-                let target = position - 1 + added.count
-                if target < inChain.count { index = inChain[target] } else if let last = inChain.last { index = last + 1 }
+                let indices = inChain(rule.family)
+                let target = position - 1 + added.filter { $0.family == rule.family }.count
+                if target < indices.count { index = indices[target] } else if let last = indices.last { index = last + 1 }
             }
             let stored = StoredRule(id: newID(), table: table, chain: chain, rule: rule)
             self.rules.insert(stored, at: index)
@@ -46,15 +56,17 @@ extension DesiredState {
         rules.remove(at: index)
     }
 
-    /// Deletes the first rule equal to each of `wanted` in the chain.
+    /// Deletes the first rule equal to each of `wanted` in the chain; all of them or none.
     public mutating func deleteRules(_ wanted: [Rule], table: NetfilterTable, chain: String) throws {
+        var remaining = rules
         for rule in wanted {
             let text = RuleRenderer.render(rule)
-            guard let index = rules.firstIndex(where: { $0.table == table && $0.chain == chain && $0.family == rule.family && $0.text == text }) else {
+            guard let index = remaining.firstIndex(where: { $0.table == table && $0.chain == chain && $0.family == rule.family && $0.text == text }) else {
                 throw Self.invalid("chain \(chain) in \(table.rawValue) has no rule \"\(RuleRenderer.render(rule))\"")
             }
-            rules.remove(at: index)
+            remaining.remove(at: index)
         }
+        rules = remaining
     }
 
     /// Deletes every rule (and, without a chain, the policies and user chains) of a table, or of all.
@@ -149,10 +161,17 @@ extension DesiredState {
 
     // MARK: Import
 
-    /// Adds an iptables-save file's chains, policies and rules (appended after docknfv's). Returns
-    /// how many rules it added.
+    /// Adds an iptables-save file's chains, policies and rules (appended after docknfv's), all or
+    /// none. Returns how many rules it added.
     @discardableResult
     public mutating func merge(_ save: SaveFile, family: IPFamily) throws -> Int {
+        var result = self
+        let count = try result.merging(save, family: family)
+        self = result
+        return count
+    }
+
+    private mutating func merging(_ save: SaveFile, family: IPFamily) throws -> Int {
         var count = 0
         for section in save.tables {
             let key = TableKey(family, section.table)

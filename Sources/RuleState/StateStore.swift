@@ -50,13 +50,18 @@ public struct StateStore: Sendable {
     /// (a bad name would lock every later command out). The check is what `decode` checks of
     /// each name and text, without encoding and re-reading the whole file.
     public func encoded(_ state: DesiredState) throws -> [UInt8] {
-        func refuse(_ what: String) -> EngineError { EngineError(.invalidInput, "\(what) cannot be saved (it could not be read back)") }
-        for chain in state.userChains where !ChainNames.isValidUserChain(chain.chain) { throw refuse("chain name \(DisplayText.quoted(chain.chain))") }
-        for name in state.sets.keys where !Names.isValidSetName(name) { throw refuse("set name \(DisplayText.quoted(name))") }
+        func refuse(_ what: String) -> EngineError {
+            EngineError(.invalidState, "the state cannot be saved to \(path): \(what) (it could not be read back); nothing was changed")
+        }
+        for chain in state.userChains where !ChainNames.isValidUserChain(chain.chain) { throw refuse("invalid chain name \(DisplayText.quoted(chain.chain))") }
+        for name in state.sets.keys where !Names.isValidSetName(name) { throw refuse("invalid set name \(DisplayText.quoted(name))") }
+        for (chain, policy) in state.policies where !["ACCEPT", "DROP"].contains(policy) || !chain.key.table.builtinChains.contains(chain.chain) {
+            throw refuse("policy of \(DisplayText.quoted(chain.chain))")
+        }
         for rule in state.rules {
             guard !rule.text.isEmpty, Names.isPrintable(rule.text) else { throw refuse("rule \(DisplayText.quoted(rule.text))") }
             guard rule.key.table.builtinChains.contains(rule.chain) || ChainNames.isValidUserChain(rule.chain) else {
-                throw refuse("chain name \(DisplayText.quoted(rule.chain))")
+                throw refuse("invalid chain name \(DisplayText.quoted(rule.chain))")
             }
         }
         return Self.encode(state)
@@ -118,7 +123,8 @@ public struct StateStore: Sendable {
         guard let members = file.members else { throw corrupt("not a docknfv state file (not an object)") }
         let known: Set<String> = ["backend", "kernel", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
         if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
-        guard file["version"]?.int == 1 else { throw corrupt("unknown version") }
+        guard let version = file["version"]?.int else { throw corrupt("version is missing") }
+        guard version == 1 else { throw corrupt("unknown version \(version)") }
         func list(_ key: String, optional: Bool = false) throws -> [JSON] {
             guard let value = file[key] else { if optional { return [] }; throw corrupt("\(key) is missing") }
             guard let items = value.array else { throw corrupt("\(key) is not a list") }
@@ -130,7 +136,7 @@ public struct StateStore: Sendable {
         }
         func key(_ item: JSON, _ what: String) throws -> TableKey {
             let family = try text(item, "family", what), table = try text(item, "table", what)
-            guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(DisplayText.quoted(family))/\(DisplayText.quoted(table))") }
+            guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))") }
             return key
         }
         func chainName(_ name: String, _ key: TableKey) throws -> String {
@@ -139,7 +145,7 @@ public struct StateStore: Sendable {
         }
         var state = DesiredState()
         if let backend = file["backend"] {
-            guard let name = backend.string, let kind = BackendKind(rawValue: name) else { throw corrupt("unknown backend") }
+            guard let name = backend.string, let kind = BackendKind(rawValue: name) else { throw corrupt("unknown backend \(DisplayText.clipped(backend.string ?? "(not a string)"))") }
             state.backend = kind
         }
         if let mark = file["kernel"] {
@@ -150,7 +156,7 @@ public struct StateStore: Sendable {
         }
         guard let nextID = file["nextId"]?.int, nextID >= 1 else { throw corrupt("nextId is missing or not a positive number") }
         for item in try list("tables") {
-            guard let name = item.string, let key = TableKey(name) else { throw corrupt("unknown table") }
+            guard let name = item.string, let key = TableKey(name) else { throw corrupt("unknown table \(DisplayText.clipped(item.string ?? "(not a string)"))") }
             state.touched.insert(key)
         }
         for item in try list("chains") {
@@ -174,7 +180,7 @@ public struct StateStore: Sendable {
             var entries: [SetEntry] = []
             for element in item["entries"]?.array ?? [] {
                 guard let value = element.string, let entry = SetEntry(value, type: type), entry.family == family else {
-                    throw corrupt("set \(name): bad element")
+                    throw corrupt("set \(name): bad element \(DisplayText.clipped(element.string ?? "(not a string)"))")
                 }
                 entries.append(entry)
             }
@@ -185,7 +191,7 @@ public struct StateStore: Sendable {
         for item in try list("rules") {
             let id = try text(item, "id", "rule")
             let key = try key(item, "rule \(id)")
-            guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.quoted(id))") }
+            guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
             if id.hasPrefix("r"), let number = Int(id.dropFirst()) { highest = max(highest, number) }
             let rule = try text(item, "rule", "rule \(id)")
             guard !rule.isEmpty, Names.isPrintable(rule) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }

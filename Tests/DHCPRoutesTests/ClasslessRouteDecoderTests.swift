@@ -1,6 +1,7 @@
 import Testing
 import DHCPRoutes
 import NetTypes
+import TestSupport
 
 /// Encodes routes the way a DHCP server sends option 121 and dhclient prints it.
 func encode(_ routes: [(prefix: IPPrefix, gateway: [UInt8])]) -> String {
@@ -66,9 +67,11 @@ struct ClasslessRouteDecoderTests {
         #expect(ClasslessRouteError.prefixTooLong(position: 1, length: 40).description == "token 1: prefix length 40 is above 32")
     }
 
-    /// Property: any list of well-formed routes survives encode → decode unchanged.
+    /// Property: any list of well-formed routes survives encode → decode unchanged. Seeded
+    /// (`DOCKNFV_FUZZ_SEED`, printed).
     @Test func roundTripOfRandomRoutes() throws {
-        var generator = SystemRandomNumberGenerator()
+        let seed = SeededGenerator.seed(for: "option 121 round trip", fallback: 3442)
+        var generator = SeededGenerator(seed: seed)
         for _ in 0..<2000 {
             var routes: [(prefix: IPPrefix, gateway: [UInt8])] = []
             var seen = Set<IPPrefix>()
@@ -80,20 +83,22 @@ struct ClasslessRouteDecoderTests {
                 let gateway = Bool.random(using: &generator) ? [0, 0, 0, 0] : (0..<4).map { _ in UInt8.random(in: 1...254, using: &generator) }
                 routes.append((prefix, gateway))
             }
-            let decoded = try ClasslessRouteDecoder.decode(encode(routes))
-            #expect(decoded.warnings.isEmpty)
-            #expect(decoded.routes.count == routes.count)
+            let text = encode(routes)
+            let decoded = try ClasslessRouteDecoder.decode(text)
+            #expect(decoded.warnings.isEmpty, "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
+            #expect(decoded.routes.count == routes.count, "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
             for (got, want) in zip(decoded.routes, routes) {
-                #expect(got.destination == want.prefix)
-                #expect(got.gateway == (want.gateway == [0, 0, 0, 0] ? nil : IPAddress(family: .v4, bytes: want.gateway)))
+                #expect(got.destination == want.prefix, "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
+                #expect(got.gateway == (want.gateway == [0, 0, 0, 0] ? nil : IPAddress(family: .v4, bytes: want.gateway)), "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
             }
         }
     }
 
     /// Fuzz: random octet strings never crash, and acceptance matches an independent reading of
-    /// the structure (every route complete, every prefix ≤ 32).
+    /// the structure (every route complete, every prefix ≤ 32). Seeded (`DOCKNFV_FUZZ_SEED`, printed).
     @Test func randomOctetStringsAreAcceptedOrRejectedConsistently() {
-        var generator = SystemRandomNumberGenerator()
+        let seed = SeededGenerator.seed(for: "option 121 fuzz", fallback: 121)
+        var generator = SeededGenerator(seed: seed)
         for _ in 0..<20000 {
             let count = Int.random(in: 0...40, using: &generator)
             let octets = (0..<count).map { _ in
@@ -111,11 +116,11 @@ struct ClasslessRouteDecoderTests {
             }
             do {
                 let decoded = try ClasslessRouteDecoder.decode(text)
-                #expect(valid, "accepted \(text)")
-                #expect(decoded.routes.count + decoded.warnings.filter { $0.contains("duplicate") }.count == routeCount)
+                #expect(valid, "accepted \(text) (DOCKNFV_FUZZ_SEED=\(seed))")
+                #expect(decoded.routes.count + decoded.warnings.filter { $0.contains("duplicate") }.count == routeCount, "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
                 #expect(decoded == (try ClasslessRouteDecoder.decode(text)))
             } catch {
-                #expect(!valid, "rejected \(text): \(error)")
+                #expect(!valid, "rejected \(text): \(error) (DOCKNFV_FUZZ_SEED=\(seed))")
             }
         }
     }

@@ -166,7 +166,8 @@ struct DHCPHookHardeningTests {
     @Test func pidFileOfAnotherProgramIsRefused() throws {
         try withDir { dir in
             let process = try ChildProcess.spawn(["sleep", "30"])
-            defer { process.signal(SIGKILL); process.wait() }
+            var reaped = false
+            defer { if !reaped { process.signal(SIGKILL); process.wait() } }
             try "\(process.pid)\n".write(toFile: dir + "/openvpn.pid", atomically: true, encoding: .utf8)
             var lines: [String] = []
             let options = HookOptions(pushFile: dir + "/routes.conf", control: .pidFile(path: dir + "/openvpn.pid"), installRoutes: false)
@@ -174,8 +175,11 @@ struct DHCPHookHardeningTests {
                 .run(environment: Self.lease("BOUND", routes: 1), backend: InMemoryRouting.vnf())
             #expect(outcome.fileChanged && !outcome.notified)
             #expect(lines.contains("warning: cannot tell OpenVPN (pid file \(dir)/openvpn.pid): pid \(process.pid) is sleep, not openvpn; not signalling it"))
-            usleep(50_000)
-            #expect(process.poll() == nil) // still alive: no SIGHUP reached it
+            // No SIGHUP reached it: had the hook sent one, sleep would be dead of it already, or die
+            // of it before this SIGTERM (pending signals are delivered lowest number first).
+            process.signal(SIGTERM)
+            #expect(process.wait() == 128 + SIGTERM)
+            reaped = true
         }
     }
 

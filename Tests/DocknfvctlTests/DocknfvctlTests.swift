@@ -215,7 +215,7 @@ struct DocknfvctlTests {
                 }.joined(separator: "\n")
                 children.append(try ChildProcess.spawn(["sh", "-c", script]))
             }
-            let foreign = (0..<10).map { "ip netns exec \(lab.router.name) iptables-legacy -w -A FORWARD -p udp --dport \(30000 + $0) -j ACCEPT" }.joined(separator: "\n")
+            let foreign = (0..<10).map { "ip netns exec \(lab.router.name) iptables-legacy -w -A FORWARD -p udp --dport \(30000 + $0) -j ACCEPT || exit 1" }.joined(separator: "\n")
             children.append(try ChildProcess.spawn(["sh", "-c", foreign]))
             for child in children { #expect(child.wait() == 0) }
             let saved = try lab.saved()

@@ -35,8 +35,8 @@ struct VNFLab {
 
     /// Starts docknfv-init in the background (the pid is docknfv-init's own: `ip netns exec` and
     /// `env` exec without forking).
-    func initStart(_ env: [String] = VNFLab.env, _ arguments: [String]) throws -> ChildProcess {
-        try ChildProcess.spawn(["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments)
+    func initStart(_ env: [String] = VNFLab.env, _ arguments: [String], stderr: Int32? = nil) throws -> ChildProcess {
+        try ChildProcess.spawn(["ip", "netns", "exec", vnf.name, "env"] + env + [TestEnv.binary("docknfv-init")] + arguments, stderr: stderr)
     }
 
     func ping(_ address: String) throws -> Bool {
@@ -185,11 +185,20 @@ struct DocknfvInitEndToEndTests {
 
     @Test func waitsForALateInterface() throws {
         try VNFLab.with(leftInterface: false) { lab in
-            let process = try lab.initStart(VNFLab.env, [])
-            usleep(600_000)
-            #expect(process.poll() == nil)
+            let stderr = try PipeLines()
+            let process = try lab.initStart(VNFLab.env, [], stderr: stderr.writeEnd)
+            stderr.closeWriteEnd()
+            var reaped = false
+            defer { if !reaped { process.signal(SIGKILL); process.wait() } }
+            // docknfv-init announces the wait, looks, finds eth1 missing and pauses between two
+            // looks (blocked in sigtimedwait): only then does the interface appear.
+            #expect(stderr.waitForLine(containing: "waiting up to 5.0s for eth1 and eth0") != nil, "\(stderr.lines)")
+            #expect(waitUntil { blockingSyscalls(of: process.pid).contains(rtSigtimedwaitSyscall) }, "never paused: \(stderr.lines)")
+            #expect(process.poll() == nil, "\(stderr.lines)")
             try lab.attachLeft()
-            #expect(process.wait() == 0)
+            let status = process.wait()
+            reaped = true
+            #expect(status == 0, "\(stderr.lines)")
             #expect(try lab.ping("203.0.113.7"))
         }
     }
@@ -220,26 +229,38 @@ struct DocknfvInitEndToEndTests {
             // The child exits with 40 + signal number when (and only when) it receives the signal.
             let script = "trap 'exit $((40 + \(signal)))' \(name); touch \(marker); while :; do sleep 0.05; done"
             let process = try lab.initStart(VNFLab.env, ["--", "sh", "-c", script])
-            var waited = 0
-            while !FileManager.default.fileExists(atPath: marker) && waited < 100 { usleep(50_000); waited += 1 }
-            #expect(FileManager.default.fileExists(atPath: marker))
-            process.signal(signal)
+            // The marker exists once the child's trap is set.
+            let ready = waitUntil { FileManager.default.fileExists(atPath: marker) }
+            #expect(ready)
+            process.signal(ready ? signal : SIGKILL)
             #expect(process.wait() == 40 + signal)
         }
     }
 
-    /// As PID 1 of a new PID namespace, docknfv-init reaps orphans that exit.
+    /// The shell lines shared by the reaping tests: leave an orphan behind (its parent exits at
+    /// once), record who adopted it, end it, and wait (bounded) until its /proc entry is gone —
+    /// a zombie keeps it, so "reaped=yes" means someone collected its exit status.
+    static let orphanScript = """
+        orphan=$(sh -c 'sleep 60 >/dev/null 2>&1 </dev/null & echo $!')
+        parent=$(sed -n 's/^PPid:[[:space:]]*//p' /proc/$orphan/status)
+        kill $orphan
+        i=0; while [ -e /proc/$orphan ] && [ $i -lt 1000 ]; do sleep 0.01; i=$((i+1)); done
+        if [ -e /proc/$orphan ]; then reaped=no; else reaped=yes; fi
+        """
+
+    /// As PID 1 of a new PID namespace, docknfv-init adopts and reaps orphans.
     @Test func reapsZombiesAsPID1() throws {
         try VNFLab.with { lab in
-            let script = """
-                sh -c 'sleep 0.2 &'; sleep 1; z=0
+            let script = Self.orphanScript + """
+
+                z=0
                 for s in /proc/[0-9]*/stat; do [ "$(cut -d' ' -f3 "$s" 2>/dev/null)" = Z ] && z=$((z+1)); done
-                echo "pid1=$(cat /proc/1/comm) zombies=$z"
+                echo "pid1=$(cat /proc/1/comm) parent=$parent reaped=$reaped zombies=$z"
                 """
             let result = try runCommand(["unshare", "--pid", "--fork", "--mount-proc", "ip", "netns", "exec", lab.vnf.name, "env"]
                                         + VNFLab.env + [TestEnv.binary("docknfv-init"), "--", "sh", "-c", script])
             #expect(result.status == 0, "\(result)")
-            #expect(result.stdout.contains("pid1=docknfv-init zombies=0"), "\(result)")
+            #expect(result.stdout.contains("pid1=docknfv-init parent=1 reaped=yes zombies=0"), "\(result)")
         }
     }
 
@@ -247,16 +268,16 @@ struct DocknfvInitEndToEndTests {
     /// to it and reaped.
     @Test func reapsOrphansAsSubreaper() throws {
         try VNFLab.with { lab in
-            let script = """
-                sh -c 'sleep 0.5 &'; sleep 0.2
-                adopted=$(grep -l "^PPid:[[:space:]]*$PPID$" /proc/[0-9]*/status 2>/dev/null | xargs -r grep -l '^Name:[[:space:]]*sleep' | wc -l)
-                sleep 1
+            // $PPID is docknfv-init (the script is its child).
+            let script = Self.orphanScript + """
+
+                [ "$parent" = "$PPID" ] && adopted=1 || adopted=0
                 zombies=$(grep -l "^PPid:[[:space:]]*$PPID$" /proc/[0-9]*/status 2>/dev/null | xargs -r grep -l '^State:[[:space:]]*Z' | wc -l)
-                echo "adopted=$adopted zombies=$zombies"
+                echo "adopted=$adopted reaped=$reaped zombies=$zombies"
                 """
             let result = try lab.initRun(VNFLab.env, ["--", "sh", "-c", script])
             #expect(result.status == 0, "\(result)")
-            #expect(result.stdout.contains("adopted=1 zombies=0"), "\(result)")
+            #expect(result.stdout.contains("adopted=1 reaped=yes zombies=0"), "\(result)")
         }
     }
 }

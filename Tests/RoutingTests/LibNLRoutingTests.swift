@@ -151,17 +151,28 @@ struct LibNLRoutingTests {
     }
 
     @Test func sysctlsAreReadAndWrittenInTheNamespace() throws {
+        // Read on this (host) thread before anything happens in the lab namespace.
+        let hostBefore = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8)
         try withLab { ns, ops throws in
             #expect(try ops.backend.readSysctl(.ipv4Forwarding) == "0")
             #expect(try ops.ensure(.ipv4Forwarding, "1") == .changed(previous: "0"))
             #expect(try ops.ensure(.ipv4Forwarding, "1") == .unchanged)
-            #expect(try ops.ensure(.rpFilter("left0"), "2") != .unchanged || true)
+            // rp_filter of a new interface follows the namespace's default: record it, then the
+            // first ensure reports exactly that previous value (or nothing to do if it was 2).
+            let rpBefore = try ns.mustRun(["sysctl", "-n", "net.ipv4.conf.left0.rp_filter"]).trimmingCharacters(in: .whitespacesAndNewlines)
+            #expect(try ops.backend.readSysctl(.rpFilter("left0")) == rpBefore)
+            #expect(try ops.ensure(.rpFilter("left0"), "2") == (rpBefore == "2" ? .unchanged : .changed(previous: rpBefore)))
+            #expect(try ops.ensure(.rpFilter("left0"), "2") == .unchanged)
+            #expect(try ops.ensure(.rpFilter("left0"), "1") == .changed(previous: "2"))
+            #expect(try ns.mustRun(["sysctl", "-n", "net.ipv4.conf.left0.rp_filter"]).trimmingCharacters(in: .whitespacesAndNewlines) == "1")
+            #expect(try ops.ensure(.rpFilter("left0"), "2") == .changed(previous: "1"))
             #expect(try ns.mustRun(["sysctl", "-n", "net.ipv4.ip_forward"]).trimmingCharacters(in: .whitespacesAndNewlines) == "1")
             #expect(try ns.mustRun(["sysctl", "-n", "net.ipv4.conf.left0.rp_filter"]).trimmingCharacters(in: .whitespacesAndNewlines) == "2")
             #expect(throws: RoutingError.self) { try ops.backend.readSysctl(.rpFilter("ghost0")) }
         }
-        // The host's forwarding setting is untouched by what happened inside.
-        let host = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8)
-        #expect(["0\n", "1\n"].contains(host))
+        // The host's forwarding setting is exactly what it was before.
+        let hostAfter = try String(contentsOfFile: "/proc/sys/net/ipv4/ip_forward", encoding: .utf8)
+        #expect(["0\n", "1\n"].contains(hostBefore))
+        #expect(hostAfter == hostBefore)
     }
 }

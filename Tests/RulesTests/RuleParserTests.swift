@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Rules
 
@@ -134,9 +135,11 @@ struct RuleParserTests {
         #expect(throws: RuleParseError.self) { try RuleParser().parse("-d db.internal -j ACCEPT") }
     }
 
-    /// Property: random rules survive render → parse unchanged.
+    /// Property: random rules survive render → parse unchanged. Seeded (`DOCKNFV_FUZZ_SEED`, printed).
     @Test func randomRulesRoundTrip() throws {
-        var generator = SystemRandomNumberGenerator()
+        let seed = ProcessInfo.processInfo.environment["DOCKNFV_FUZZ_SEED"].flatMap { UInt64($0) } ?? 137_2025
+        print("rule round trip: DOCKNFV_FUZZ_SEED=\(seed)")
+        var generator = ParserFuzzTests.SplitMix(state: seed)
         func pick<T>(_ items: [T]) -> T { items[Int.random(in: 0..<items.count, using: &generator)] }
         func port() -> PortRange {
             let a = UInt16.random(in: 1...60000, using: &generator)
@@ -167,7 +170,7 @@ struct RuleParserTests {
                                 .reject(RejectType.default(family)), .mark(value: 1, mask: 0xff)])
             let text = RuleRenderer.render(rule)
             let parsed = try RuleParser(family: family).parse(text)
-            #expect(parsed == [rule], "\(text)")
+            #expect(parsed == [rule], "\(text) (DOCKNFV_FUZZ_SEED=\(seed))")
         }
     }
 

@@ -4,15 +4,17 @@ import NetNS
 /// Real TCP traffic between namespaces, made in process with POSIX sockets.
 public enum TCPProbe {
     /// Starts a listener in `namespace` on `address:port` that accepts one connection,
-    /// reads a line and answers it back. Returns once the socket is listening.
-    public static func startEchoServer(in namespace: TestNamespace, address: String, port: UInt16) throws -> Thread {
+    /// reads a line and answers it back. Returns once the socket is listening. `peer`, when given,
+    /// learns the source address the connection arrived from (after NAT on the way).
+    public static func startEchoServer(in namespace: TestNamespace, address: String, port: UInt16, peer: PeerAddress? = nil) throws -> Thread {
         let ready = DispatchSemaphore(value: 0)
         let failure = ErrorBox()
         let thread = Thread {
             do {
                 try NetworkNamespace.run(path: namespace.path) {
                     let fd = try makeSocket(address)
-                    defer { close(fd) }
+                    var listening = true
+                    defer { if listening { close(fd) } }
                     var one: Int32 = 1
                     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
                     try withSockaddr(address, port) { sa, len in
@@ -22,8 +24,17 @@ public enum TCPProbe {
                     ready.signal()
                     var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
                     guard poll(&pfd, 1, 15_000) == 1 else { return }
-                    let conn = accept(fd, nil, nil)
+                    var from = sockaddr_storage()
+                    var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                    let conn = withUnsafeMutablePointer(to: &from) {
+                        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { accept(fd, $0, &fromLength) }
+                    }
+                    // The port is free again before the answer goes out: a caller that got its
+                    // echo can listen on the same port at once.
+                    close(fd)
+                    listening = false
                     guard conn >= 0 else { return }
+                    peer?.record(from, fromLength)
                     defer { close(conn) }
                     var buffer = [UInt8](repeating: 0, count: 256)
                     let count = read(conn, &buffer, buffer.count)
@@ -95,3 +106,24 @@ public enum TCPProbe {
 
 /// `@unchecked Sendable`: written by the server thread before it signals, read after the wait.
 private final class ErrorBox: @unchecked Sendable { var error: (any Error)? }
+
+/// The numeric source address an echo server's client connected from.
+/// `@unchecked Sendable`: the one mutable field is guarded by the lock.
+public final class PeerAddress: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: String?
+    public init() {}
+
+    /// nil until a connection was accepted.
+    public var address: String? { lock.withLock { value } }
+
+    func record(_ storage: sockaddr_storage, _ length: socklen_t) {
+        var storage = storage
+        var host = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+        let rc = withUnsafePointer(to: &storage) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getnameinfo($0, length, &host, socklen_t(host.count), nil, 0, NI_NUMERICHOST) }
+        }
+        let text = rc == 0 ? String(decoding: host.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : "getnameinfo failed: \(rc)"
+        lock.withLock { value = text }
+    }
+}
