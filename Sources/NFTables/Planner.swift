@@ -11,7 +11,9 @@ struct DesiredTable {
     }
     struct DesiredSet {
         var shape: SetShape
-        var ranges: [(first: [UInt8], last: [UInt8])]
+        var spec: SetSpec
+        /// Element keys as ranges (computed when needed: large sets that did not change never are).
+        var ranges: [(first: [UInt8], last: [UInt8])] { SetShape.ranges(spec) }
     }
 
     var chains: [String: Snapshot.Chain] = [:]
@@ -37,7 +39,7 @@ struct DesiredTable {
             }
         }
         for (name, spec) in ruleset.sets where spec.family == family {
-            sets[name] = DesiredSet(shape: SetShape(spec), ranges: SetShape.ranges(spec))
+            sets[name] = DesiredSet(shape: SetShape(spec), spec: spec)
         }
     }
 }
@@ -79,15 +81,26 @@ enum Planner {
         for name in desired.sets.keys.sorted() {
             let want = desired.sets[name]!
             if let have = current.sets[name], have.shape == want.shape {
-                let haveKeys = Set(have.ranges.map { RangeKey($0) }), wantKeys = Set(want.ranges.map { RangeKey($0) })
-                let gone = have.ranges.filter { !wantKeys.contains(RangeKey($0)) }
-                let new = want.ranges.filter { !haveKeys.contains(RangeKey($0)) }
+                if let spec = have.spec, spec == want.spec { continue }
+                let gone: [(first: [UInt8], last: [UInt8])], new: [(first: [UInt8], last: [UInt8])]
+                if let spec = have.spec, !want.shape.interval {
+                    // A hash set known from docknfv's last change: only the elements that differ.
+                    let haveEntries = Set(spec.entries), wantEntries = Set(want.spec.entries)
+                    gone = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: spec.entries.filter { !wantEntries.contains($0) }))
+                    new = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: want.spec.entries.filter { !haveEntries.contains($0) }))
+                } else {
+                    let haveRanges = have.ranges, wantRanges = want.ranges
+                    let haveKeys = Set(haveRanges.map { RangeKey($0) }), wantKeys = Set(wantRanges.map { RangeKey($0) })
+                    gone = haveRanges.filter { !wantKeys.contains(RangeKey($0)) }
+                    new = wantRanges.filter { !haveKeys.contains(RangeKey($0)) }
+                }
                 if !gone.isEmpty { sets.append(.deleteElements(name, want.shape, gone)) }
                 if !new.isEmpty { sets.append(.addElements(name, want.shape, new)) }
             } else {
                 if current.sets[name] != nil { sets.append(.deleteSet(name)) }
                 sets.append(.addSet(name, want.shape))
-                if !want.ranges.isEmpty { sets.append(.addElements(name, want.shape, want.ranges)) }
+                let ranges = want.ranges
+                if !ranges.isEmpty { sets.append(.addElements(name, want.shape, ranges)) }
             }
         }
         for name in current.sets.keys.sorted() where desired.sets[name] == nil { tail.append(.deleteSet(name)) }

@@ -13,7 +13,10 @@ struct Snapshot: Sendable {
     }
     struct KernelSet: Sendable {
         var shape: SetShape
-        var ranges: [(first: [UInt8], last: [UInt8])]
+        /// What the kernel holds: read from it, or (`spec`) known from docknfv's last change.
+        var read: [(first: [UInt8], last: [UInt8])]?
+        var spec: SetSpec?
+        var ranges: [(first: [UInt8], last: [UInt8])] { read ?? spec.map(SetShape.ranges) ?? [] }
     }
 
     var tableExists = false
@@ -29,7 +32,7 @@ extension Snapshot {
         tableExists = !table.isEmpty
         chains = table.chains
         rules = table.rules.mapValues { $0.map { KernelRule(handle: 0, fingerprint: $0.fingerprint) } }
-        sets = table.sets.mapValues { KernelSet(shape: $0.shape, ranges: $0.ranges) }
+        sets = table.sets.mapValues { KernelSet(shape: $0.shape, read: nil, spec: $0.spec) }
     }
 }
 
@@ -112,7 +115,7 @@ extension NFNetlink {
                     }
                 }
             }
-            snapshot.sets[name] = Snapshot.KernelSet(shape: shape, ranges: Self.ranges(keys, interval: shape.interval))
+            snapshot.sets[name] = Snapshot.KernelSet(shape: shape, read: Self.ranges(keys, interval: shape.interval), spec: nil)
         }
         return snapshot
     }

@@ -7,6 +7,7 @@ public final class RuleEntry: @unchecked Sendable { // the cache is filled once,
     public let family: IPFamily
     public let trusted: Bool
     private var cached: Rule?
+    private var cachedFingerprint: UInt64?
 
     public init(_ rule: Rule) {
         text = RuleRenderer.render(rule)
@@ -35,8 +36,10 @@ public final class RuleEntry: @unchecked Sendable { // the cache is filled once,
 
     /// 64-bit FNV-1a of the text: the identity a backend stores with the kernel's copy.
     public var fingerprint: UInt64 {
+        if let cachedFingerprint { return cachedFingerprint }
         var hash: UInt64 = 0xcbf2_9ce4_8422_2325
         for byte in text.utf8 { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        cachedFingerprint = hash
         return hash
     }
 }

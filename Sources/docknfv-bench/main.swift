@@ -8,8 +8,14 @@
 //   docknfv-bench rules NETNS_PATH COUNT ITERATIONS
 //     ITERATIONS times: apply COUNT filter rules in docknfv's FORWARD chain as one operation
 //     (entries built, one libiptc commit; timed), then remove them (timed separately).
+//   docknfv-bench nftables NETNS_PATH COUNT ITERATIONS
+//     In process, nftables backend: one batch of COUNT rules into an empty table (timed, then
+//     removed); then with COUNT rules and a COUNT-element set present, one rule appended and one
+//     set element added, each as one change (timed; the kernel mark of the previous change is
+//     passed, as docknfvctl does).
 // Prints one line per measure: `name median_us p90_us`.
 import DualHome
+import NFTables
 import IPSet
 import IPTables
 import RuleEngine
@@ -46,6 +52,9 @@ func gateways(_ text: String) -> [IPAddress] {
 let args = CommandLine.arguments
 if args.count == 5, args[1] == "sets", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchSets(netns: args[2], count: count, iterations: iterations)
+}
+if args.count == 5, args[1] == "nftables", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
+    benchNFTables(netns: args[2], count: count, iterations: iterations)
 }
 if args.count == 5, args[1] == "rules", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchRules(netns: args[2], count: count, iterations: iterations)
@@ -135,6 +144,56 @@ func benchSets(netns: String, count: Int, iterations: Int) -> Never {
             return samples
         }
         report("sets", times)
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
+func benchNFTables(netns: String, count: Int, iterations: Int) -> Never {
+    let clock = ContinuousClock()
+    let rules = (0..<count).map { i in
+        "-s 10.\(i / 65536 % 256).\(i / 256 % 256).\(i % 256)/32 -p tcp --dport \(1000 + i % 60000) -j ACCEPT"
+    }.flatMap { try! RuleParser(family: .v4).parse($0) }
+    let elements: [SetEntry] = (0..<count).map { (i: Int) -> SetEntry in
+        let bytes: [UInt8] = [10, UInt8(i / 65536 % 256), UInt8(i / 256 % 256), UInt8(i % 256)]
+        return SetEntry(address: IPAddress(family: .v4, bytes: bytes)!)
+    }
+    let backend = NFTablesBackend()
+    let full = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["FORWARD": rules])])
+    do {
+        let (batch, rule, element) = try NetworkNamespace.run(path: netns) { () throws -> ([Double], [Double], [Double]) in
+            var batchTimes: [Double] = [], ruleTimes: [Double] = [], elementTimes: [Double] = []
+            for _ in 0..<iterations {
+                let start = clock.now
+                _ = try backend.apply(full, previous: Ruleset())
+                batchTimes.append(microseconds(clock.now - start))
+                _ = try backend.remove(full)
+            }
+            var current = full
+            current.sets = ["bench": SetSpec(type: .hashIP, family: .v4, entries: elements)]
+            current.kernelMark = try backend.apply(current, previous: Ruleset()).kernelMark
+            for i in 0..<iterations {
+                var next = current
+                next.tables[0].entries["FORWARD"]!.append(RuleEntry(try RuleParser(family: .v4).parse("-p udp --dport \(i + 1) -j ACCEPT")[0]))
+                var start = clock.now
+                var report = try backend.apply(next, previous: current)
+                ruleTimes.append(microseconds(clock.now - start))
+                next.kernelMark = report.kernelMark
+                current = next
+                next.sets["bench"]!.entries.append(SetEntry(address: IPAddress(family: .v4, bytes: [192, 0, 2, UInt8(i % 250)])!))
+                start = clock.now
+                report = try backend.apply(next, previous: current)
+                elementTimes.append(microseconds(clock.now - start))
+                next.kernelMark = report.kernelMark
+                current = next
+            }
+            _ = try backend.remove(current)
+            return (batchTimes, ruleTimes, elementTimes)
+        }
+        report("batch", batch)
+        report("rule", rule)
+        report("element", element)
     } catch {
         fail("\(error)")
     }
