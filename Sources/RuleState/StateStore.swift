@@ -136,6 +136,7 @@ public struct StateStore: Sendable {
         }
         func key(_ item: JSON, _ what: String) throws -> TableKey {
             let family = try text(item, "family", what), table = try text(item, "table", what)
+            if let family = IPFamily(rawValue: family), let table = NetfilterTable(rawValue: table) { return TableKey(family, table) }
             guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))") }
             return key
         }
@@ -194,7 +195,7 @@ public struct StateStore: Sendable {
             guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
             if id.hasPrefix("r"), let number = Int(id.dropFirst()) { highest = max(highest, number) }
             let rule = try text(item, "rule", "rule \(id)")
-            guard !rule.isEmpty, Names.isPrintable(rule) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
+            guard !rule.isEmpty, !rule.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
             state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", "rule \(id)"), key),
                                           entry: RuleEntry(text: rule, family: key.family, trusted: true)))
         }

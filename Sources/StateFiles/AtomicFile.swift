@@ -28,7 +28,9 @@ public enum AtomicFile {
         }
         defer { close(fd) }
         var out: [UInt8] = []
-        var buffer = [UInt8](repeating: 0, count: 65536)
+        var info = stat()
+        if fstat(fd, &info) == 0, info.st_size > 0 { out.reserveCapacity(Int(info.st_size)) }
+        var buffer = [UInt8](repeating: 0, count: 1 << 18)
         while true {
             let count = Glibc.read(fd, &buffer, buffer.count)
             if count < 0 {

@@ -70,13 +70,15 @@ public indirect enum JSON: Equatable, Sendable {
             case UInt8(ascii: "{"):
                 index += 1
                 var members: [(String, JSON)] = []
-                var keys = Set<String>()
+                var keys = Set<String>() // only used past 8 members; small objects are checked linearly
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
                 while true {
                     skipSpace()
                     let key = try string()
-                    guard keys.insert(key).inserted else { throw fail("duplicate key \"\(key)\"") }
+                    let duplicate = members.count < 8 ? members.contains { $0.0 == key } : !keys.insert(key).inserted
+                    if members.count == 7 { keys = Set(members.map(\.0) + [key]) }
+                    guard !duplicate else { throw fail("duplicate key \"\(key)\"") }
                     skipSpace()
                     try expect(UInt8(ascii: ":"))
                     members.append((key, try value(depth: depth + 1)))
@@ -134,7 +136,9 @@ public indirect enum JSON: Equatable, Sendable {
             var end = index
             while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
             if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
-                guard let text = String(validating: bytes[index..<end], as: UTF8.self) else { throw fail("invalid UTF-8") }
+                let slice = bytes[index..<end]
+                let ascii = !slice.contains { $0 >= 0x80 }
+                guard let text = ascii ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self) else { throw fail("invalid UTF-8") }
                 index = end + 1
                 return text
             }
@@ -233,6 +237,12 @@ public indirect enum JSON: Equatable, Sendable {
 
     static func quote(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
+        // Most texts need no escaping: copy them whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out.append(contentsOf: text.utf8)
+            out.append(UInt8(ascii: "\""))
+            return
+        }
         for byte in text.utf8 {
             switch byte {
             case UInt8(ascii: "\""): out += [UInt8(ascii: "\\"), UInt8(ascii: "\"")]

@@ -43,11 +43,12 @@ struct Context {
         emit(message, Output.Report(report, dryRun: dryRun, backend: state.backend))
     }
 
-    func emit<T: Encodable>(_ text: String, _ value: T) {
+    func emit<T: Encodable>(_ text: @autoclosure () -> String, _ value: @autoclosure () -> T) {
         if json {
-            print(String(decoding: ((try? JSON.encode(value)) ?? .null).rendered(), as: UTF8.self), terminator: "")
-        } else if !text.isEmpty {
-            print(text)
+            print(String(decoding: ((try? JSON.encode(value())) ?? .null).rendered(), as: UTF8.self), terminator: "")
+        } else {
+            let text = text()
+            if !text.isEmpty { print(text) }
         }
     }
 
