@@ -13,8 +13,8 @@ public struct RuleParseError: Error, Equatable, CustomStringConvertible {
 
     /// The token and the reason, without the rule (for messages that show the rule already).
     public var detail: String {
-        if let token, let position { return "token \(position) \"\(Self.clip(token, 80))\": \(reason)" }
-        return reason
+        if let token, let position { return "token \(position) \"\(Self.clip(token, 80))\": \(Self.clip(reason, 300))" }
+        return Self.clip(reason, 300)
     }
 
     /// Echoed input is cut short: a 100 KB token must not come back as 100 KB of message.
@@ -126,8 +126,16 @@ public struct RuleParser {
             guard c == "$" else { out.append(c); continue }
             var name = ""
             if chars.first == "{" {
+                // `${NAME}` only: an unterminated `${X`, `${}` or `${A-B}` is refused, never half expanded.
                 chars.removeFirst()
-                while let n = chars.popFirst(), n != "}" { name.append(n) }
+                guard let close = chars.firstIndex(of: "}") else {
+                    throw RuleParseError(rule: rule, token: token, position: position, reason: "unterminated ${ (write ${NAME})")
+                }
+                name = String(chars[..<close])
+                chars = chars[(close + 1)...]
+                guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                    throw RuleParseError(rule: rule, token: token, position: position, reason: "${\(name)} is not a variable name (letters, digits and _)")
+                }
             } else {
                 while let n = chars.first, n.isLetter || n.isNumber || n == "_" { name.append(n); chars.removeFirst() }
             }
