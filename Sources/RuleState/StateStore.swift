@@ -87,13 +87,49 @@ public struct StateStore: Sendable {
         do { return try encoder.encode(file) } catch { throw EngineError(.invalidInput, "the state cannot be encoded: \(error)") }
     }
 
+    /// What is wrong with the file, in the file's terms: `rules[2].id is not a string`, not
+    /// `expected value of type Dictionary<String, Any>` and a coding path dump.
+    static func describe(_ error: DecodingError) -> String {
+        func at(_ path: [any CodingKey]) -> String {
+            guard !path.isEmpty else { return "the top level" }
+            return path.map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined().drop { $0 == "." }.description
+        }
+        func kind(_ type: Any.Type) -> String {
+            if type is String.Type { return "a string" }
+            if type is Int.Type { return "a whole number" }
+            let name = "\(type)"
+            return name.hasPrefix("Dictionary") ? "an object" : name.hasPrefix("Array") ? "a list" : name
+        }
+        switch error {
+        case .typeMismatch(let type, let context): return "\(at(context.codingPath)) is not \(kind(type))"
+        case .valueNotFound(let type, let context): return "\(at(context.codingPath)) is null, not \(kind(type))"
+        case .keyNotFound(let key, let context): return "\(at(context.codingPath + [key])) is missing"
+        case .dataCorrupted(let context):
+            // Foundation reports a fraction or an out-of-range number in an integer field the same way.
+            return context.codingPath.isEmpty ? "not valid JSON (or a number where a whole number belongs)" : "\(at(context.codingPath)): \(context.debugDescription)"
+        @unknown default: return "\(error)"
+        }
+    }
+
+    /// The highest rule number a file may use (ids are handed out counting up from it; far from
+    /// overflowing, and exact in any JSON reader's numbers).
+    static let maxID = 1 << 53
+
+    /// Rule ids: what docknfv hands out (`r12`) or a name of letters, digits, `-`, `_` and `.`
+    /// (at most 64), so `rule list`'s tab-separated lines and `rule del --id` can carry them.
+    static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 64 && id.utf8.allSatisfy { $0 < 0x80 && (isalnum(Int32($0)) != 0 || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")) }
+    }
+
     static func decode(_ data: Data, path: String) throws -> DesiredState {
         func corrupt(_ detail: String) -> EngineError {
             EngineError(.invalidState, "state file \(path) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
         }
         let file: FileFormat
-        do { file = try JSONDecoder().decode(FileFormat.self, from: data) } catch {
-            throw corrupt("not a docknfv state file (\(error))")
+        do { file = try JSONDecoder().decode(FileFormat.self, from: data) } catch let error as DecodingError {
+            throw corrupt("not a docknfv state file: \(describe(error))")
+        } catch {
+            throw corrupt("not a docknfv state file: \(error.localizedDescription)")
         }
         guard file.version == 1 else { throw corrupt("unknown version \(file.version)") }
         func key(_ family: String, _ table: String, _ what: String) throws -> TableKey {
@@ -139,11 +175,19 @@ public struct StateStore: Sendable {
         var ids = Set<String>()
         var highest = 0
         var parsers: [IPFamily: RuleParser] = [:]
+        guard file.nextId <= maxID + 1 else { throw corrupt("nextId \(file.nextId) is out of range (at most \(maxID + 1))") }
         for entry in file.rules {
+            guard Self.isValidID(entry.id) else { throw corrupt("invalid rule id \(DisplayText.quoted(entry.id))") }
             let key = try key(entry.family, entry.table, "rule \(entry.id)")
             guard ids.insert(entry.id).inserted else { throw corrupt("duplicate rule id \(entry.id)") }
-            if entry.id.hasPrefix("r"), let number = Int(entry.id.dropFirst()) { highest = max(highest, number) }
-            let parser = parsers[key.family] ?? RuleParser(family: key.family)
+            if entry.id.hasPrefix("r"), let number = Int(entry.id.dropFirst()) {
+                guard number <= maxID else { throw corrupt("rule id \(entry.id) is out of range (at most r\(maxID))") }
+                highest = max(highest, number)
+            }
+            // The texts are what `save` prints and `import` reads back: iptables-restore syntax
+            // (only double quotes group), so the file, `save` and `import` agree on every rule.
+            var parser = parsers[key.family] ?? RuleParser(family: key.family)
+            parser.restoreSyntax = true
             parsers[key.family] = parser
             let parsed: [Rule]
             do { parsed = try parser.parse(entry.rule) } catch { throw corrupt("rule \(entry.id): \(error)") }

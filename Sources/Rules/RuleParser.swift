@@ -36,7 +36,8 @@ public struct RuleParser {
     public var resolver: ((String, IPFamily?) -> [IPAddress])?
     /// Reads rules as `iptables-restore` does: only double quotes group, and a rule marked `-4` in
     /// an IPv6 file (or `-6` in an IPv4 one) is skipped (parses to no rules) instead of refused.
-    var restoreSyntax = false
+    /// Also how the state file's rule texts are read: they are what `save` prints.
+    public var restoreSyntax = false
 
     public init(family: IPFamily? = nil, environment: [String: String]? = nil,
                 resolver: ((String, IPFamily?) -> [IPAddress])? = nil) {
