@@ -31,7 +31,9 @@ public enum ClasslessRouteError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .notAnOctet(let position, let token):
-            return "token \(position) \"\(token)\" is not a decimal octet (0-255)"
+            // A hostile lease may carry a huge token: echo a bounded, printable part of it.
+            let shown = token.unicodeScalars.prefix(20).map { $0.value < 0x20 || $0.value == 0x7f || $0 == "\"" ? "?" : String($0) }.joined()
+            return "token \(position) \"\(shown)\(token.unicodeScalars.count > 20 ? "…" : "")\" is not a decimal octet (0-255)"
         case .prefixTooLong(let position, let length):
             return "token \(position): prefix length \(length) is above 32"
         case .truncated(let position, let expected, let available):

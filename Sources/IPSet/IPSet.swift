@@ -145,9 +145,18 @@ public enum IPSet {
         }
     }
 
-    /// Destroys temporary sets a killed run left behind (those not in use by any rule).
-    public static func removeLeftoverTemporaries() {
-        for name in (try? names()) ?? [] where name.hasPrefix(temporaryPrefix) { try? destroy(name) }
+    /// Temporary sets that exist now: while no docknfv run is refilling a set, leftovers of a
+    /// killed run.
+    public static func temporaries() -> [String] {
+        ((try? names()) ?? []).filter { $0.hasPrefix(temporaryPrefix) }
+    }
+
+    /// Destroys temporary sets a killed run left behind (those not in use by any rule); returns
+    /// the names destroyed. Callers hold the lock that `replace`'s callers hold, so a temporary
+    /// being filled by a live run is never taken for a leftover.
+    @discardableResult
+    public static func removeLeftoverTemporaries() -> [String] {
+        temporaries().filter { (try? destroy($0)) != nil }
     }
 
     public static let maxNameLength = 31

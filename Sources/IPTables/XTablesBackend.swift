@@ -38,11 +38,15 @@ public struct XTablesBackend: RuleBackend {
                 tables[index].policies[chain] = "ACCEPT"
             }
         }
-        IPSet.removeLeftoverTemporaries()
         var report = ApplyReport()
-        // Sets first: rules that match on them need them to exist.
+        // Sets first: rules that match on them need them to exist. Under the xtables lock, like
+        // every docknfv run's set refills: another run's temporary set is never mistaken for a
+        // killed run's leftover (those are destroyed here).
         var refilled: [String] = []
         do {
+            let lock = try XtablesLock(path: engine.lockPath, timeout: engine.lockTimeout)
+            defer { withExtendedLifetime(lock) {} }
+            report.sets += IPSet.removeLeftoverTemporaries()
             for (name, spec) in desired.sets.sorted(by: { $0.key < $1.key }) where !Self.kernelHolds(name, spec) {
                 try IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries)
                 refilled.append(name)
@@ -73,6 +77,9 @@ public struct XTablesBackend: RuleBackend {
     public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {
         try validate(desired)
         var out = try desired.tables.map { table in (table.key, try wrap { try engine.check(table) }) }
+        func report(_ item: DriftItem, at key: TableKey) {
+            if let index = out.firstIndex(where: { $0.0 == key }) { out[index].1.items.append(item) } else { out.append((key, TableDrift(items: [item]))) }
+        }
         for (name, spec) in desired.sets.sorted(by: { $0.key < $1.key }) {
             let key = TableKey(spec.family, .filter)
             let item: DriftItem
@@ -83,8 +90,10 @@ public struct XTablesBackend: RuleBackend {
             } else {
                 item = .missingSet(name)
             }
-            if let index = out.firstIndex(where: { $0.0 == key }) { out[index].1.items.append(item) } else { out.append((key, TableDrift(items: [item]))) }
+            report(item, at: key)
         }
+        // A killed run's temporary set is not in sync with anything; the next apply destroys it.
+        for name in IPSet.temporaries() { report(.unexpectedSet(name), at: TableKey((try? IPSet.list(name))?.family ?? .v4, .filter)) }
         return out
     }
 
@@ -113,6 +122,9 @@ public struct XTablesBackend: RuleBackend {
     }
 
     func restoreSets(_ names: [String], previous: Ruleset) {
+        guard !names.isEmpty else { return }
+        let lock = try? XtablesLock(path: engine.lockPath, timeout: engine.lockTimeout)
+        defer { withExtendedLifetime(lock) {} }
         for name in names {
             if let spec = previous.sets[name] { try? IPSet.replace(name, type: spec.type, family: spec.family, entries: spec.entries) }
             else { try? IPSet.destroy(name) }

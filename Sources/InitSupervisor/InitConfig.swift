@@ -99,6 +99,8 @@ public struct InitConfig: Sendable, Equatable {
             codingPath.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
         }
         switch error {
+        case .typeMismatch(let type, let context) where context.codingPath.isEmpty:
+            return .unreadable(path: path, reason: "expected \(typeName(type)) at the top level")
         case .typeMismatch(let type, let context):
             return .invalid(field: field(context.codingPath), value: "(\(path))", reason: "expected \(typeName(type))")
         case .valueNotFound(let type, let context):
@@ -117,7 +119,11 @@ public struct InitConfig: Sendable, Equatable {
         case is UInt32.Type: return "a whole number from 0 to 4294967295"
         case is Double.Type: return "a number"
         case is String.Type: return "a string"
-        default: return "\(type)"
+        case is Bool.Type: return "true or false"
+        default:
+            // JSONDecoder names containers by Swift type (`Dictionary<String, Any>`); say it in JSON terms.
+            let name = "\(type)"
+            return name.hasPrefix("Dictionary") ? "a JSON object" : name.hasPrefix("Array") ? "a JSON list" : name
         }
     }
 

@@ -27,7 +27,9 @@ public enum NetworkNamespace {
             case .notANetworkNamespace(let path, let detail):
                 return "\(path) is not a network namespace (\(detail))"
             case .permissionDenied(let path, let call, let errno):
-                return "network namespace \(path): \(call) refused: \(errnoText(errno)) (needs root or CAP_SYS_ADMIN)"
+                // Root can be refused too: root of a user namespace, or a container without CAP_SYS_ADMIN.
+                let needs = geteuid() == 0 ? "needs CAP_SYS_ADMIN over that namespace, which this root lacks" : "needs root or CAP_SYS_ADMIN"
+                return "network namespace \(path): \(call) refused: \(errnoText(errno)) (\(needs))"
             case .systemCall(let path, let call, let errno):
                 return "network namespace \(path): \(call) failed: \(errnoText(errno))"
             }

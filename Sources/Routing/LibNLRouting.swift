@@ -8,20 +8,47 @@ import Glibc
 /// Not thread-safe: one instance per thread.
 public final class LibNLRouting: RoutingBackend {
     private let socket: OpaquePointer
+    /// The errno of the kernel's last error answer on this socket (0: none since last checked),
+    /// recorded by the error callback: libnl's codes lose errnos it has no code for.
+    private let kernelError = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
 
     public init() throws {
+        kernelError.initialize(to: 0)
         guard let socket = nl_socket_alloc() else {
+            kernelError.deallocate()
             throw RoutingError.netlink(call: "nl_socket_alloc", object: "route socket", code: .init(rawValue: NLE_NOMEM))
         }
         let rc = nl_connect(socket, NETLINK_ROUTE)
         if rc < 0 {
             nl_socket_free(socket)
+            kernelError.deallocate()
             throw RoutingError.netlink(call: "nl_connect", object: "NETLINK_ROUTE", code: NetlinkCode(rawValue: rc))
         }
+        // Same outcome as libnl's default (NL_STOP: the call returns the mapped code), but the
+        // kernel's errno is kept for the message.
+        nl_socket_modify_err_cb(socket, NL_CB_CUSTOM, { _, error, context in
+            if let error, let context { context.assumingMemoryBound(to: Int32.self).pointee = -error.pointee.error }
+            return Int32(NL_STOP.rawValue)
+        }, kernelError)
         self.socket = socket
     }
 
-    deinit { nl_socket_free(socket) }
+    deinit {
+        nl_socket_free(socket)
+        kernelError.deallocate()
+    }
+
+    /// Runs a libnl request and checks it as `nlCheck` does, with the kernel's errno when libnl
+    /// reports only "Unspecific failure".
+    private func check(_ call: String, _ object: @autoclosure () -> String, _ request: () -> Int32) throws {
+        kernelError.pointee = 0
+        let rc = request()
+        let errno = kernelError.pointee
+        if rc == -NLE_FAILURE, errno > 0 {
+            throw RoutingError.netlink(call: call, object: object(), code: NetlinkCode(rawValue: rc, kernelErrno: errno))
+        }
+        try nlCheck(rc, call, object())
+    }
 
     // MARK: Reading
 
@@ -109,18 +136,18 @@ public final class LibNLRouting: RoutingBackend {
             else { rtnl_link_unset_flags(changes, iffUp) }
         }
         if let mtu { rtnl_link_set_mtu(changes, mtu) }
-        try nlCheck(rtnl_link_change(socket, current, changes, 0), "rtnl_link_change", "link \(name)")
+        try check("rtnl_link_change", "link \(name)") { rtnl_link_change(socket, current, changes, 0) }
     }
 
     public func addAddress(_ address: InterfaceAddress, interface: String) throws {
         try withAddress(address, interface: interface) { object in
-            try nlCheck(rtnl_addr_add(socket, object, NLM_F_EXCL), "rtnl_addr_add", "address \(address) dev \(interface)")
+            try check("rtnl_addr_add", "address \(address) dev \(interface)") { rtnl_addr_add(socket, object, NLM_F_EXCL) }
         }
     }
 
     public func deleteAddress(_ address: InterfaceAddress, interface: String) throws {
         try withAddress(address, interface: interface) { object in
-            try nlCheck(rtnl_addr_delete(socket, object, 0), "rtnl_addr_delete", "address \(address) dev \(interface)")
+            try check("rtnl_addr_delete", "address \(address) dev \(interface)") { rtnl_addr_delete(socket, object, 0) }
         }
     }
 
@@ -128,25 +155,25 @@ public final class LibNLRouting: RoutingBackend {
 
     public func addRoute(_ route: Route, replace: Bool) throws {
         try withRoute(route) { object in
-            try nlCheck(rtnl_route_add(socket, object, replace ? NLM_F_REPLACE : NLM_F_EXCL), "rtnl_route_add", "route \(route)")
+            try check("rtnl_route_add", "route \(route)") { rtnl_route_add(socket, object, replace ? NLM_F_REPLACE : NLM_F_EXCL) }
         }
     }
 
     public func deleteRoute(_ route: Route) throws {
         try withRoute(route) { object in
-            try nlCheck(rtnl_route_delete(socket, object, 0), "rtnl_route_delete", "route \(route)")
+            try check("rtnl_route_delete", "route \(route)") { rtnl_route_delete(socket, object, 0) }
         }
     }
 
     public func addRule(_ rule: PolicyRule) throws {
         try withRule(rule) { object in
-            try nlCheck(rtnl_rule_add(socket, object, NLM_F_EXCL), "rtnl_rule_add", rule.description)
+            try check("rtnl_rule_add", rule.description) { rtnl_rule_add(socket, object, NLM_F_EXCL) }
         }
     }
 
     public func deleteRule(_ rule: PolicyRule) throws {
         try withRule(rule) { object in
-            try nlCheck(rtnl_rule_delete(socket, object, 0), "rtnl_rule_delete", rule.description)
+            try check("rtnl_rule_delete", rule.description) { rtnl_rule_delete(socket, object, 0) }
         }
     }
 

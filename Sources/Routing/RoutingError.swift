@@ -4,7 +4,15 @@ import CLibNL
 /// match on `.exists` / `.notFound` instead of comparing magic numbers.
 public struct NetlinkCode: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
     public let rawValue: Int32
-    public init(rawValue: Int32) { self.rawValue = abs(rawValue) }
+    /// The kernel's errno behind the code, when libnl has no code of its own for it: libnl maps
+    /// e.g. ENETUNREACH to `NLE_FAILURE`, "Unspecific failure", which tells nobody anything.
+    public let kernelErrno: Int32?
+    public init(rawValue: Int32) { self.rawValue = abs(rawValue); kernelErrno = nil }
+    public init(rawValue: Int32, kernelErrno: Int32?) { self.rawValue = abs(rawValue); self.kernelErrno = kernelErrno }
+
+    // The code alone identifies it (`.exists` matches whatever errno came with it).
+    public static func == (a: NetlinkCode, b: NetlinkCode) -> Bool { a.rawValue == b.rawValue }
+    public func hash(into hasher: inout Hasher) { hasher.combine(rawValue) }
 
     public static let exists = NetlinkCode(rawValue: NLE_EXIST)
     public static let objectNotFound = NetlinkCode(rawValue: NLE_OBJ_NOTFOUND)
@@ -18,8 +26,14 @@ public struct NetlinkCode: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let notSupported = NetlinkCode(rawValue: NLE_OPNOTSUPP)
     public static let dumpInterrupted = NetlinkCode(rawValue: NLE_DUMP_INTR)
 
-    /// libnl's own text for the code (`nl_geterror`).
-    public var description: String { String(cString: nl_geterror(rawValue)) }
+    public static let failure = NetlinkCode(rawValue: NLE_FAILURE)
+
+    /// libnl's own text for the code (`nl_geterror`), or the kernel's for an errno libnl lumps
+    /// together as `NLE_FAILURE`.
+    public var description: String {
+        if let kernelErrno, kernelErrno > 0 { return String(cString: strerror(kernelErrno)) }
+        return String(cString: nl_geterror(rawValue))
+    }
 }
 
 /// Errors of the routing module. Each names the object it was about.
@@ -38,6 +52,7 @@ public enum RoutingError: Error, Equatable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .netlink(let call, let object, let code):
+            if let errno = code.kernelErrno, errno > 0 { return "\(call) for \(object) failed: \(code) (errno \(errno))" }
             return "\(call) for \(object) failed: \(code) (NLE \(code.rawValue))"
         case .noSuchInterface(let name):
             return "interface \(name) does not exist"

@@ -26,7 +26,10 @@ public final class RuleEntry: @unchecked Sendable { // the cache is filled once,
     public func rule() throws -> Rule {
         if let cached { return cached }
         let parsed: [Rule]
-        do { parsed = try RuleParser(family: family).parse(text) } catch {
+        // Stored texts are what `save` prints and `import` reads back: iptables-restore syntax.
+        var parser = RuleParser(family: family)
+        parser.restoreSyntax = true
+        do { parsed = try parser.parse(text) } catch {
             throw EngineError(.invalidState, "stored rule \"\(text)\" cannot be read: \(error)", cause: error)
         }
         guard parsed.count == 1 else { throw EngineError(.invalidState, "stored rule \"\(text)\" is not a single rule") }

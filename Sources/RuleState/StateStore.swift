@@ -1,5 +1,8 @@
 import RuleEngine
 import StateFiles
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The state file (`rules.json` in the state directory), written atomically, and a lock file that
 /// serialises docknfv processes doing read–modify–write on it. The directory is checked before
@@ -112,6 +115,16 @@ public struct StateStore: Sendable {
         return JSON.object(file).rendered()
     }
 
+    /// The highest rule number a file may use (ids are handed out counting up from it; far from
+    /// overflowing, and exact in any JSON reader's numbers).
+    static let maxID = 1 << 53
+
+    /// Rule ids: what docknfv hands out (`r12`) or a name of letters, digits, `-`, `_` and `.`
+    /// (at most 64), so `rule list`'s tab-separated lines and `rule del --id` can carry them.
+    static func isValidID(_ id: String) -> Bool {
+        !id.isEmpty && id.utf8.count <= 64 && id.utf8.allSatisfy { $0 < 0x80 && (isalnum(Int32($0)) != 0 || $0 == UInt8(ascii: "-") || $0 == UInt8(ascii: "_") || $0 == UInt8(ascii: ".")) }
+    }
+
     /// Reads a state file. Structure, names and ids are checked here; rule texts are parsed when
     /// used (and then a bad one is reported as a corrupt state).
     static func decode(_ bytes: [UInt8], path: String) throws -> DesiredState {
@@ -119,26 +132,41 @@ public struct StateStore: Sendable {
             EngineError(.invalidState, "state file \(path) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
         }
         let file: JSON
-        do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file (\(error))") }
-        guard let members = file.members else { throw corrupt("not a docknfv state file (not an object)") }
-        let known: Set<String> = ["backend", "kernel", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
-        if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
-        guard let version = file["version"]?.int else { throw corrupt("version is missing") }
-        guard version == 1 else { throw corrupt("unknown version \(version)") }
-        func list(_ key: String, optional: Bool = false) throws -> [JSON] {
-            guard let value = file[key] else { if optional { return [] }; throw corrupt("\(key) is missing") }
-            guard let items = value.array else { throw corrupt("\(key) is not a list") }
-            return items
-        }
-        func text(_ item: JSON, _ key: String, _ what: String) throws -> String {
-            guard let value = item[key]?.string else { throw corrupt("\(what): \(key) is missing or not a string") }
+        do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file: not valid JSON (\(error))") }
+        // What is wrong with the structure is said in the file's terms: `rules[0].id is not a string`.
+        func structure(_ detail: String) -> EngineError { corrupt("not a docknfv state file: \(detail)") }
+        func value(_ item: JSON, _ key: String, _ path: String) throws -> JSON {
+            let at = path.isEmpty ? key : "\(path).\(key)"
+            guard let value = item[key] else { throw structure("\(at) is missing") }
             return value
         }
-        func key(_ item: JSON, _ what: String) throws -> TableKey {
-            let family = try text(item, "family", what), table = try text(item, "table", what)
+        func typed<T>(_ item: JSON, _ key: String, _ path: String, _ kind: String, _ cast: (JSON) -> T?) throws -> T {
+            let found = try value(item, key, path)
+            let at = path.isEmpty ? key : "\(path).\(key)"
+            if found == .null { throw structure("\(at) is null, not \(kind)") }
+            guard let result = cast(found) else { throw structure("\(at) is not \(kind)") }
+            return result
+        }
+        func text(_ item: JSON, _ key: String, _ path: String) throws -> String { try typed(item, key, path, "a string", \.string) }
+        func list(_ key: String, optional: Bool = false) throws -> [JSON] {
+            if optional && file[key] == nil { return [] }
+            return try typed(file, key, "", "a list", \.array)
+        }
+        func objects(_ key: String, optional: Bool = false) throws -> [(JSON, String)] {
+            try list(key, optional: optional).enumerated().map { index, item in
+                guard item.members != nil else { throw structure("\(key)[\(index)] is not an object") }
+                return (item, "\(key)[\(index)]")
+            }
+        }
+        guard let members = file.members else { throw structure("the top level is not an object") }
+        let known: Set<String> = ["backend", "kernel", "chains", "nextId", "policies", "rules", "sets", "tables", "version"]
+        if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
+        let version = try typed(file, "version", "", "a whole number", \.int)
+        guard version == 1 else { throw corrupt("unknown version \(version)") }
+        func key(_ item: JSON, _ path: String, _ what: String) throws -> TableKey {
+            let family = try text(item, "family", path), table = try text(item, "table", path)
             if let family = IPFamily(rawValue: family), let table = NetfilterTable(rawValue: table) { return TableKey(family, table) }
-            guard let key = TableKey("\(family)/\(table)") else { throw corrupt("\(what): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))") }
-            return key
+            throw corrupt("\(what): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))")
         }
         func chainName(_ name: String, _ key: TableKey) throws -> String {
             guard key.table.builtinChains.contains(name) || ChainNames.isValidUserChain(name) else { throw corrupt("invalid chain name \(DisplayText.quoted(name))") }
@@ -155,26 +183,28 @@ public struct StateStore: Sendable {
                 state.kernelMark = KernelMark(namespace: UInt64(truncatingIfNeeded: namespace), generation: value)
             }
         }
-        guard let nextID = file["nextId"]?.int, nextID >= 1 else { throw corrupt("nextId is missing or not a positive number") }
+        let nextID = try typed(file, "nextId", "", "a whole number", \.int)
+        guard nextID >= 1 else { throw corrupt("nextId \(nextID) is not a positive number") }
+        guard nextID <= maxID + 1 else { throw corrupt("nextId \(nextID) is out of range (at most \(maxID + 1))") }
         for item in try list("tables") {
             guard let name = item.string, let key = TableKey(name) else { throw corrupt("unknown table \(DisplayText.clipped(item.string ?? "(not a string)"))") }
             state.touched.insert(key)
         }
-        for item in try list("chains") {
-            let key = try key(item, "chain")
-            state.userChains.insert(.init(key, try chainName(try text(item, "chain", "chain"), key)))
+        for (item, path) in try objects("chains") {
+            let key = try key(item, path, "chain")
+            state.userChains.insert(.init(key, try chainName(try text(item, "chain", path), key)))
         }
-        for item in try list("policies") {
-            let key = try key(item, "policy"), chain = try text(item, "chain", "policy")
+        for (item, path) in try objects("policies") {
+            let key = try key(item, path, "policy"), chain = try text(item, "chain", path)
             guard let policy = item["policy"]?.string, ["ACCEPT", "DROP"].contains(policy), key.table.builtinChains.contains(chain) else {
                 throw corrupt("policy of \(DisplayText.quoted(chain))")
             }
             state.policies[.init(key, chain)] = policy
         }
-        for item in try list("sets", optional: true) {
-            let name = try text(item, "name", "set")
+        for (item, path) in try objects("sets", optional: true) {
+            let name = try text(item, "name", path)
             guard Names.isValidSetName(name) else { throw corrupt("invalid set name \(DisplayText.quoted(name))") }
-            guard let type = SetType(rawValue: try text(item, "type", "set \(name)")), let family = IPFamily(rawValue: try text(item, "family", "set \(name)")) else {
+            guard let type = SetType(rawValue: try text(item, "type", path)), let family = IPFamily(rawValue: try text(item, "family", path)) else {
                 throw corrupt("set \(name): unknown type or family")
             }
             guard state.sets[name] == nil else { throw corrupt("set \(name) appears twice") }
@@ -189,14 +219,18 @@ public struct StateStore: Sendable {
         }
         var ids = Set<String>()
         var highest = 0
-        for item in try list("rules") {
-            let id = try text(item, "id", "rule")
-            let key = try key(item, "rule \(id)")
+        for (item, path) in try objects("rules") {
+            let id = try text(item, "id", path)
+            guard Self.isValidID(id) else { throw corrupt("invalid rule id \(DisplayText.quoted(id))") }
+            let key = try key(item, path, "rule \(id)")
             guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
-            if id.hasPrefix("r"), let number = Int(id.dropFirst()) { highest = max(highest, number) }
-            let rule = try text(item, "rule", "rule \(id)")
+            if id.hasPrefix("r"), let number = Int(id.dropFirst()) {
+                guard number <= Self.maxID else { throw corrupt("rule id \(id) is out of range (at most r\(Self.maxID))") }
+                highest = max(highest, number)
+            }
+            let rule = try text(item, "rule", path)
             guard !rule.isEmpty, !rule.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
-            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", "rule \(id)"), key),
+            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", path), key),
                                           entry: RuleEntry(text: rule, family: key.family, trusted: true)))
         }
         // An id is never handed out twice, whatever nextId says.

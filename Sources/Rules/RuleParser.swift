@@ -13,8 +13,8 @@ public struct RuleParseError: Error, Equatable, CustomStringConvertible {
 
     /// The token and the reason, without the rule (for messages that show the rule already).
     public var detail: String {
-        if let token, let position { return "token \(position) \"\(Self.clip(token, 80))\": \(reason)" }
-        return reason
+        if let token, let position { return "token \(position) \"\(Self.clip(token, 80))\": \(Self.clip(reason, 300))" }
+        return Self.clip(reason, 300)
     }
 
     /// Echoed input is cut short: a 100 KB token must not come back as 100 KB of message.
@@ -36,7 +36,8 @@ public struct RuleParser {
     public var resolver: ((String, IPFamily?) -> [IPAddress])?
     /// Reads rules as `iptables-restore` does: only double quotes group, and a rule marked `-4` in
     /// an IPv6 file (or `-6` in an IPv4 one) is skipped (parses to no rules) instead of refused.
-    var restoreSyntax = false
+    /// Also how the state file's rule texts are read: they are what `save` prints.
+    public var restoreSyntax = false
 
     public init(family: IPFamily? = nil, environment: [String: String]? = nil,
                 resolver: ((String, IPFamily?) -> [IPAddress])? = nil) {
@@ -126,8 +127,16 @@ public struct RuleParser {
             guard c == "$" else { out.append(c); continue }
             var name = ""
             if chars.first == "{" {
+                // `${NAME}` only: an unterminated `${X`, `${}` or `${A-B}` is refused, never half expanded.
                 chars.removeFirst()
-                while let n = chars.popFirst(), n != "}" { name.append(n) }
+                guard let close = chars.firstIndex(of: "}") else {
+                    throw RuleParseError(rule: rule, token: token, position: position, reason: "unterminated ${ (write ${NAME})")
+                }
+                name = String(chars[..<close])
+                chars = chars[(close + 1)...]
+                guard !name.isEmpty, name.allSatisfy({ $0.isASCII && ($0.isLetter || $0.isNumber || $0 == "_") }) else {
+                    throw RuleParseError(rule: rule, token: token, position: position, reason: "${\(name)} is not a variable name (letters, digits and _)")
+                }
             } else {
                 while let n = chars.first, n.isLetter || n.isNumber || n == "_" { name.append(n); chars.removeFirst() }
             }

@@ -66,7 +66,7 @@ struct NFTablesTrafficTests {
             #expect(try lab.counter("tcp dport 17302") >= 1)
             #expect(try lab.connect("10.80.0.2", 17305) == nil) // everything else meets the DROP policy
             try lab.clear()
-            #expect(try lab.connect("10.80.0.2", 17305) == "10.70.0.2")
+            #expect(try lab.connect("10.80.0.2", 17306) == "10.70.0.2")
         }
     }
 
