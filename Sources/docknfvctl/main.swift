@@ -89,7 +89,7 @@ struct RuleLocation: ParsableArguments {
     @Flag(name: [.customShort("6")], help: "IPv6.") var ipv6 = false
 
     func parsedTable() throws -> NetfilterTable {
-        guard let table = NetfilterTable(rawValue: table) else { throw ValidationError("--table \(table): expected filter, nat, mangle or raw") }
+        guard let table = NetfilterTable(rawValue: table) else { throw badValue("--table \(DisplayText.quoted(table)): expected filter, nat, mangle or raw") }
         return table
     }
 
@@ -101,15 +101,18 @@ struct RuleLocation: ParsableArguments {
         switch familyName.lowercased() {
         case "ipv4", "4", "inet": return .v4
         case "ipv6", "6", "inet6": return .v6
-        default: throw ValidationError("--family \(familyName): expected ipv4 or ipv6")
+        default: throw badValue("--family \(DisplayText.quoted(familyName)): expected ipv4 or ipv6")
         }
     }
+
+    /// Argument syntax, checked while parsing (so the usage shown is the command's own).
+    func validate() throws { if ipv4 && ipv6 { throw ValidationError("-4 and -6 together") } }
 
     func key() throws -> TableKey { TableKey(try family() ?? .v4, try parsedTable()) }
 
     func validChain(_ name: String, table: NetfilterTable) throws -> String {
         if table.builtinChains.contains(name) || ChainNames.isValidUserChain(name) { return name }
-        throw ValidationError("--chain \(name): not a built-in chain of \(table.rawValue) and not a valid chain name (letters, digits, -_., at most \(ChainNames.maxKernelLength - ChainNames.prefix.count) characters)")
+        throw badValue("--chain \(DisplayText.quoted(name)): not a built-in chain of \(table.rawValue) and not a valid chain name (letters, digits, -_., at most \(ChainNames.maxKernelLength - ChainNames.prefix.count) characters)")
     }
 }
 
@@ -121,6 +124,10 @@ func parseRule(_ words: [String], family: IPFamily?) throws -> [Rule] {
         throw EngineError(.invalidInput, error.description)
     }
 }
+
+/// A bad value of an option or argument: a domain error (one message, exit 65, no usage text),
+/// unlike argument syntax errors (`ValidationError`: 64 and the usage).
+func badValue(_ message: String) -> EngineError { EngineError(.invalidInput, message) }
 
 /// Exit statuses for domain errors (argument syntax errors keep argument-parser's 64 and usage).
 enum ExitStatus {
@@ -135,8 +142,8 @@ enum ExitStatus {
 }
 
 /// Prints a domain error as one message (no usage text) and exits with its status.
-func guarded(_ body: () throws -> Void) throws {
-    do { try body() } catch let error as ValidationError { throw error } catch let error as ExitCode { throw error } catch {
+func guarded<T>(_ body: () throws -> T) throws -> T {
+    do { return try body() } catch let error as ValidationError { throw error } catch let error as ExitCode { throw error } catch {
         let engine = error as? EngineError ?? EngineError(.kernel, "\(error)")
         FileHandle.standardError.write(Data("docknfvctl: error: \(engine.message)\n".utf8))
         throw ExitCode(ExitStatus.of(engine.code))
@@ -171,6 +178,7 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "1-based position in the chain (default: the end).") var position: Int?
         @Argument(parsing: .postTerminator, help: "The rule, after --.") var rule: [String] = []
 
+        func validate() throws { if location.chain == nil { throw ValidationError("--chain is required") } }
         func run() throws { try addRules(global: global, location: location, words: rule, position: position) }
     }
 
@@ -181,6 +189,7 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "1-based position in the chain.") var position: Int = 1
         @Argument(parsing: .postTerminator, help: "The rule, after --.") var rule: [String] = []
 
+        func validate() throws { if location.chain == nil { throw ValidationError("--chain is required") } }
         func run() throws { try addRules(global: global, location: location, words: rule, position: position) }
     }
 
@@ -191,10 +200,10 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "The rule's id (see rule list).") var id: String?
         @Argument(parsing: .postTerminator, help: "The rule, after --.") var rule: [String] = []
 
+        func validate() throws { if id == nil && location.chain == nil { throw ValidationError("give --id, or --chain and the rule after --") } }
         func run() throws {
-            let table = try location.parsedTable()
-            if id == nil && location.chain == nil { throw ValidationError("give --id, or --chain and the rule after --") }
             try guarded {
+                let table = try location.parsedTable()
                 let wanted = id == nil ? try parseRule(rule, family: try location.family()) : []
                 try global.change("deleted") { state in
                     if let id { try state.deleteRule(id: id) } else { try state.deleteRules(wanted, table: table, chain: location.chain!) }
@@ -226,22 +235,26 @@ struct RuleCommand: ParsableCommand {
         @Option(help: "Only this chain.") var chain: String?
 
         func run() throws {
-            var parsed: NetfilterTable?
-            if let table {
-                guard let value = NetfilterTable(rawValue: table) else { throw ValidationError("--table \(table): expected filter, nat, mangle or raw") }
-                parsed = value
+            try guarded {
+                var parsed: NetfilterTable?
+                if let table {
+                    guard let value = NetfilterTable(rawValue: table) else { throw badValue("--table \(DisplayText.quoted(table)): expected filter, nat, mangle or raw") }
+                    parsed = value
+                }
+                try global.change("flushed") { try $0.flush(table: parsed, chain: chain) }
             }
-            try global.change("flushed") { try $0.flush(table: parsed, chain: chain) }
         }
     }
 }
 
 /// `rule add` and `rule insert`: the location options checked, then the rules added.
 func addRules(global: GlobalOptions, location: RuleLocation, words: [String], position: Int?) throws {
-    let table = try location.parsedTable()
     guard let chain = location.chain else { throw ValidationError("--chain is required") }
-    try addRules(global: global, table: table, chain: try location.validChain(chain, table: table),
-                 family: try location.family(), words: words, position: position)
+    try guarded {
+        let table = try location.parsedTable()
+        try addRules(global: global, table: table, chain: try location.validChain(chain, table: table),
+                     family: try location.family(), words: words, position: position)
+    }
 }
 
 func addRules(global: GlobalOptions, table: NetfilterTable, chain: String, family: IPFamily?, words: [String], position: Int?) throws {
@@ -266,7 +279,7 @@ struct PolicyCommand: ParsableCommand {
     @Argument(help: "ACCEPT or DROP.") var policy: String
 
     func run() throws {
-        let key = try location.key()
+        let key = try guarded { try location.key() }
         try global.change("policy \(chainName) \(policy.uppercased())") { try $0.setPolicy(policy, chain: chainName, key) }
     }
 }
@@ -279,7 +292,7 @@ struct ChainCommand: ParsableCommand {
         @OptionGroup var location: RuleLocation
         @Argument var name: String
         func run() throws {
-            let key = try location.key()
+            let key = try guarded { try location.key() }
             try global.change("chain \(name)") { try $0.createChain(name, key) }
         }
     }
@@ -288,7 +301,7 @@ struct ChainCommand: ParsableCommand {
         @OptionGroup var location: RuleLocation
         @Argument var name: String
         func run() throws {
-            let key = try location.key()
+            let key = try guarded { try location.key() }
             try global.change("deleted chain \(name)") { try $0.deleteChain(name, key) }
         }
     }
@@ -355,7 +368,7 @@ struct IPSetCommand: ParsableCommand {
         @Argument(help: "hash:net, hash:ip or hash:ip,port.") var type: String
         @Argument(help: "Initial elements.") var entries: [String] = []
         func run() throws {
-            guard let setType = SetType(rawValue: type) else { throw ValidationError("set type \(type): expected hash:net, hash:ip or hash:ip,port") }
+            guard let setType = SetType(rawValue: type) else { return try guarded { throw badValue("set type \(DisplayText.quoted(type)): expected hash:net, hash:ip or hash:ip,port") } }
             try global.change("set \(name)") { try $0.createSet(name, type: setType, family: ipv6 ? .v6 : .v4, entries: entries) }
         }
     }
@@ -520,7 +533,7 @@ struct MigrateCommand: ParsableCommand {
     @OptionGroup var global: GlobalOptions
     @Option(help: "nftables or iptables.") var to: String
     func run() throws {
-        guard let kind = BackendKind(rawValue: to) else { throw ValidationError("--to \(to): expected nftables or iptables") }
+        guard let kind = BackendKind(rawValue: to) else { return try guarded { throw badValue("--to \(DisplayText.quoted(to)): expected nftables or iptables") } }
         try guarded {
             let manager = try global.manager()
             let (from, report) = try global.run { try manager.migrate(to: kind) }
@@ -555,4 +568,57 @@ func relocatingGlobalOptions(_ arguments: [String]) -> [String] {
     return rest
 }
 
-DockNFVCtl.main(relocatingGlobalOptions(Array(CommandLine.arguments.dropFirst())))
+/// argument-parser removes each positional argument it consumes with a linear search, so a
+/// command with N positional arguments costs O(N²) (60,000 set elements took minutes). The set
+/// elements of `ipset create|add|del` beyond the first are therefore taken out before parsing
+/// (`bulk`) and appended to the command's elements afterwards, in their order.
+func splittingBulkElements(_ arguments: [String]) -> (arguments: [String], bulk: [String]) {
+    guard arguments.count > 2, arguments[0] == "ipset", let fixed = ["create": 2, "add": 1, "del": 1][arguments[1]] else { return (arguments, []) }
+    let withValue: Set<String> = ["--netns", "--state-dir", "--backend"]
+    var kept = Array(arguments[..<2]), bulk: [String] = []
+    var positionals = 0, index = 2
+    while index < arguments.count {
+        let argument = arguments[index]
+        if argument == "--" { return (arguments, []) } // unusual; leave it all to argument-parser
+        if argument.hasPrefix("-") {
+            kept.append(argument)
+            if withValue.contains(argument), index + 1 < arguments.count { kept.append(arguments[index + 1]); index += 1 }
+        } else {
+            positionals += 1
+            if positionals > fixed + 1 { bulk.append(argument) } else { kept.append(argument) }
+        }
+        index += 1
+    }
+    return (kept, bulk)
+}
+
+/// `--position -1` would read as an unknown option `-1` ("Missing value for '--position'");
+/// joined as `--position=-1` it reaches the command, which says where positions may be.
+func joiningNegativePositions(_ arguments: [String]) -> [String] {
+    var out: [String] = []
+    out.reserveCapacity(arguments.count)
+    var index = 0
+    while index < arguments.count {
+        let argument = arguments[index]
+        if argument == "--" { return out + arguments[index...] }
+        if argument == "--position", index + 1 < arguments.count, arguments[index + 1].hasPrefix("-"), Int(arguments[index + 1]) != nil {
+            out.append("--position=" + arguments[index + 1])
+            index += 2
+            continue
+        }
+        out.append(argument)
+        index += 1
+    }
+    return out
+}
+
+let (arguments, bulkElements) = splittingBulkElements(relocatingGlobalOptions(joiningNegativePositions(Array(CommandLine.arguments.dropFirst()))))
+do {
+    var command = try DockNFVCtl.parseAsRoot(arguments)
+    if var create = command as? IPSetCommand.Create { create.entries += bulkElements; command = create }
+    if var add = command as? IPSetCommand.Add { add.entries += bulkElements; command = add }
+    if var del = command as? IPSetCommand.Del { del.entries += bulkElements; command = del }
+    try command.run()
+} catch {
+    DockNFVCtl.exit(withError: error)
+}
