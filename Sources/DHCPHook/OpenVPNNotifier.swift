@@ -60,8 +60,10 @@ public enum OpenVPNNotifier {
         let line = fgets(&buffer, 32, file)
         fclose(file)
         let text = line == nil ? "" : String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        guard let pid = Int32(text.filter { !$0.isWhitespace }), pid > 1 else {
-            throw .failed(target: target, reason: "no pid in the file")
+        let trimmed = text.filter { !$0.isWhitespace }
+        guard let pid = Int32(trimmed), pid > 1 else {
+            throw .failed(target: target, reason: trimmed.isEmpty ? "no pid in the file"
+                          : "\"\(trimmed.prefix(20))\" is not the process id of a daemon (a number above 1)")
         }
         guard let program = program(of: pid) else {
             throw .failed(target: target, reason: "pid \(pid) is not running (stale pid file?)")

@@ -148,7 +148,7 @@ public struct TableEngine {
             let e = errno
             attempt += 1
             if e == EAGAIN && attempt < retries { continue }
-            var message = String(cString: dnfv_tc_strerror(family.addressFamily, e))
+            var message = Self.libiptcText(family, e)
             if e == EINVAL || e == ENOENT {
                 // The kernel checks each match and target at commit and says why in its log.
                 message += "; the kernel refused a rule (its log, `dmesg | grep x_tables`, says which); nothing was changed"
@@ -170,7 +170,7 @@ public struct TableEngine {
         guard let handle = dnfv_tc_init(family.addressFamily, table.rawValue) else {
             let e = errno
             throw IPTablesError.libiptc(call: "iptc_init", object: "\(family) table \(table.rawValue)",
-                                        message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+                                        message: Self.libiptcText(family, e), errno: e)
         }
         return handle
     }
@@ -178,8 +178,15 @@ public struct TableEngine {
     func call(_ name: String, _ object: @autoclosure () -> String, _ family: IPFamily, _ body: () -> Int32) throws {
         if body() == 0 {
             let e = errno
-            throw IPTablesError.libiptc(call: name, object: object(), message: String(cString: dnfv_tc_strerror(family.addressFamily, e)), errno: e)
+            throw IPTablesError.libiptc(call: name, object: object(), message: Self.libiptcText(family, e), errno: e)
         }
+    }
+
+    /// libiptc's text for an errno, except its "Permission denied (you must be root)", which is
+    /// wrong for a root without CAP_NET_ADMIN here (a user namespace, a container without it).
+    static func libiptcText(_ family: IPFamily, _ e: Int32) -> String {
+        if e == EPERM || e == EACCES { return "\(String(cString: strerror(e))) (needs CAP_NET_ADMIN in this network namespace)" }
+        return String(cString: dnfv_tc_strerror(family.addressFamily, e))
     }
 
     func kernelChains(_ handle: UnsafeMutableRawPointer, family: IPFamily) -> [String] {

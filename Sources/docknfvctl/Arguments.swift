@@ -23,7 +23,9 @@ struct Arguments {
 /// A syntax error: printed with the command's usage, exit status 64 (EX_USAGE).
 struct UsageError: Error {
     var message: String
-    init(_ message: String) { self.message = message }
+    /// The subcommand words found before the error (for its usage line).
+    var path: [String] = []
+    init(_ message: String, path: [String] = []) { self.message = message; self.path = path }
 }
 
 /// One leaf command: its words, what it accepts and what it does.
@@ -91,15 +93,15 @@ enum Parser {
                 if long, let equals = name.firstIndex(of: "=") { inline = String(name[name.index(after: equals)...]); name = String(name[..<equals]) }
                 let accepted = Self.accepted(command, all: commands)
                 if accepted.options.contains(name) {
-                    if arguments.values[name] != nil { throw UsageError("--\(name) given twice") }
+                    if arguments.values[name] != nil { throw UsageError("--\(name) given twice", path: path) }
                     if let inline { arguments.values[name] = inline; continue }
-                    guard index < words.count else { throw UsageError("--\(name) needs a value") }
+                    guard index < words.count else { throw UsageError("--\(name) needs a value", path: path) }
                     arguments.values[name] = words[index]
                     index += 1
                 } else if accepted.flags.contains(name) && inline == nil {
                     arguments.flags.insert(name)
                 } else {
-                    throw UsageError("unknown option \(word)")
+                    throw UsageError("unknown option \(word)", path: path)
                 }
                 continue
             }

@@ -53,13 +53,18 @@ struct Context {
     }
 
     // Rule location options.
-    func table() throws(UsageError) -> NetfilterTable {
+    // A bad value is a domain error (exit 65, one line); only argument syntax is a usage error.
+    func table() throws -> NetfilterTable {
         let name = arguments.value("table") ?? "filter"
-        guard let table = NetfilterTable(rawValue: name) else { throw UsageError("--table \(name): expected filter, nat, mangle or raw") }
+        guard let table = NetfilterTable(rawValue: name) else { throw bad("--table", name, "expected filter, nat, mangle or raw") }
         return table
     }
 
-    func family() throws(UsageError) -> IPFamily? {
+    func bad(_ option: String, _ value: String, _ reason: String) -> EngineError {
+        EngineError(.invalidInput, "\(option) \(DisplayText.quoted(value)): \(reason)")
+    }
+
+    func family() throws -> IPFamily? {
         if arguments.flag("4") && arguments.flag("6") { throw UsageError("-4 and -6 together") }
         if arguments.flag("4") { return .v4 }
         if arguments.flag("6") { return .v6 }
@@ -67,16 +72,16 @@ struct Context {
         switch name.lowercased() {
         case "ipv4", "4", "inet": return .v4
         case "ipv6", "6", "inet6": return .v6
-        default: throw UsageError("--family \(name): expected ipv4 or ipv6")
+        default: throw bad("--family", name, "expected ipv4 or ipv6")
         }
     }
 
-    func key() throws(UsageError) -> TableKey { TableKey(try family() ?? .v4, try table()) }
+    func key() throws -> TableKey { TableKey(try family() ?? .v4, try table()) }
 
-    func chain(in table: NetfilterTable) throws(UsageError) -> String {
+    func chain(in table: NetfilterTable) throws -> String {
         guard let name = arguments.value("chain") else { throw UsageError("--chain is required") }
         if table.builtinChains.contains(name) || ChainNames.isValidUserChain(name) { return name }
-        throw UsageError("--chain \(name): not a built-in chain of \(table.rawValue) and not a valid chain name (letters, digits, -_., at most \(ChainNames.maxKernelLength - ChainNames.prefix.count) characters)")
+        throw bad("--chain", name, "not a built-in chain of \(table.rawValue) and not a valid chain name (letters, digits, -_., at most \(ChainNames.maxKernelLength - ChainNames.prefix.count) characters)")
     }
 
     func integer(_ name: String) throws(UsageError) -> Int? {
@@ -200,7 +205,7 @@ let commands: [Command] = [
     Command(path: ["rule", "flush"], abstract: "Delete all of docknfv's rules, or those of one chain / table.",
             options: [("table", "Only this table."), ("chain", "Only this chain.")]) { arguments in
         let context = Context(arguments: arguments)
-        let table = try arguments.value("table").map { _ throws(UsageError) in try context.table() }
+        let table = try arguments.value("table").map { _ in try context.table() }
         try context.change("flushed") { try $0.flush(table: table, chain: arguments.value("chain")) }
     },
     Command(path: ["policy"], abstract: "Set a built-in chain's policy (ACCEPT or DROP).", options: [location[0], location[2]], flags: familyFlags,
@@ -249,7 +254,9 @@ let commands: [Command] = [
             positionals: [("name", "The set's name."), ("type", "hash:net, hash:ip or hash:ip,port."), ("element…", "Initial elements.")]) { arguments in
         let context = Context(arguments: arguments)
         let name = arguments.positionals[0], typeName = arguments.positionals[1]
-        guard let type = SetType(rawValue: typeName) else { throw UsageError("set type \(typeName): expected hash:net, hash:ip or hash:ip,port") }
+        guard let type = SetType(rawValue: typeName) else {
+            throw EngineError(.invalidInput, "set type \(DisplayText.quoted(typeName)): expected hash:net, hash:ip or hash:ip,port")
+        }
         try context.change("set \(name)") { try $0.createSet(name, type: type, family: arguments.flag("6") ? .v6 : .v4, entries: Array(arguments.positionals.dropFirst(2))) }
     },
     Command(path: ["ipset", "add"], abstract: "Add elements to a set.", positionals: [("name", "The set."), ("element…", "Elements.")]) { arguments in
@@ -352,7 +359,8 @@ let commands: [Command] = [
     Command(path: ["migrate"], abstract: "Move docknfv's rules to the other backend (the new copy is in force before the old one goes).",
             options: [("to", "nftables or iptables.")]) { arguments in
         let context = Context(arguments: arguments)
-        guard let to = arguments.value("to"), let kind = BackendKind(rawValue: to) else { throw UsageError("--to: expected nftables or iptables") }
+        guard let to = arguments.value("to") else { throw UsageError("--to is required") }
+        guard let kind = BackendKind(rawValue: to) else { throw context.bad("--to", to, "expected nftables or iptables") }
         let manager = try context.manager()
         let (from, report) = try context.run { try manager.migrate(to: kind) }
         context.emit(from == kind ? "already on \(kind.rawValue)" : "moved from \(from.rawValue) to \(kind.rawValue)",
@@ -390,7 +398,8 @@ let overview = """
     let words = Array(Swift.CommandLine.arguments.dropFirst())
     let command: Command?, arguments: Arguments, path: [String]
     do { (command, arguments, path) = try Parser.parse(words, commands: commands) } catch {
-        Process.printError("docknfvctl: error: \(error.message)\n\(helpText(for: []).split(separator: "\n").last { $0.hasPrefix("USAGE") } ?? "")")
+        let usage = commands.first { $0.path == error.path }?.usage ?? "docknfvctl [options] <command> (see docknfvctl --help)"
+        Process.printError("docknfvctl: error: \(error.message)\nUsage: \(usage)")
         return 64
     }
     if arguments.help || command == nil {
@@ -402,7 +411,7 @@ let overview = """
         try command!.run(arguments)
         return 0
     } catch let error as UsageError {
-        Process.printError("docknfvctl: error: \(error.message)\nUSAGE: \(command!.usage)")
+        Process.printError("docknfvctl: error: \(error.message)\nUsage: \(command!.usage)")
         return 64
     } catch let trouble as DiffTrouble {
         Process.printError("docknfvctl: error: \((trouble.error as? EngineError)?.message ?? "\(trouble.error)")")

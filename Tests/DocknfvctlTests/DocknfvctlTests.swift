@@ -141,8 +141,8 @@ struct DocknfvctlTests {
         (["rule", "add", "--chain", "FORWARD", "--", "-j", "NOSUCHCHAIN"], "jumps to chain NOSUCHCHAIN"),
         (["rule", "add", "--chain", "FORWARD", "--", "-p", "tcp", "-j", "DNAT", "--to-destination", "10.0.0.1:80"], "not allowed in table filter"),
         (["rule", "add", "-4", "--chain", "FORWARD", "--", "-s", "fd00::/8", "-j", "DROP"], "does not fit an ipv4 rule"),
-        (["rule", "add", "--chain", "NO/CHAIN", "--", "-j", "DROP"], "--chain NO/CHAIN"),
-        (["rule", "add", "--table", "bogus", "--chain", "FORWARD", "--", "-j", "DROP"], "--table bogus"),
+        (["rule", "add", "--chain", "NO/CHAIN", "--", "-j", "DROP"], "--chain \"NO/CHAIN\""),
+        (["rule", "add", "--table", "bogus", "--chain", "FORWARD", "--", "-j", "DROP"], "--table \"bogus\""),
         (["policy", "FORWARD", "MAYBE"], "policy \"MAYBE\""),
         (["rule", "add", "--chain", "FORWARD"], "no rule given"),
     ])
