@@ -28,7 +28,7 @@ extension RouterLab {
         let peer = PeerAddress()
         _ = try TCPProbe.startEchoServer(in: server, address: "10.60.0.2", port: port, peer: peer)
         guard try TCPProbe.echo(from: client, to: "10.60.0.2", port: port, timeoutMs: 1200) else {
-            _ = try? TCPProbe.echo(from: server, to: "10.60.0.2", port: port, timeoutMs: 300) // release the listener
+            _ = try? TCPProbe.echo(from: server, to: "10.60.0.2", port: port, timeoutMs: 2000) // release the listener
             return nil
         }
         return peer.address

@@ -43,7 +43,7 @@ struct RouterLab {
     func tcp(_ address: String, _ port: UInt16, listenOn: String? = nil, listenPort: UInt16? = nil) throws -> Bool {
         _ = try TCPProbe.startEchoServer(in: server, address: listenOn ?? address, port: listenPort ?? port)
         let ok = try TCPProbe.echo(from: client, to: address, port: port, timeoutMs: 1200)
-        if !ok { _ = try? TCPProbe.echo(from: server, to: listenOn ?? address, port: listenPort ?? port, timeoutMs: 300) }
+        if !ok { _ = try? TCPProbe.echo(from: server, to: listenOn ?? address, port: listenPort ?? port, timeoutMs: 2000) }
         return ok
     }
 

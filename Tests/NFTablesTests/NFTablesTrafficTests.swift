@@ -26,7 +26,7 @@ struct NFTablesTrafficTests {
             let peer = PeerAddress()
             _ = try TCPProbe.startEchoServer(in: namespace, address: listenAddress, port: listenPort, peer: peer)
             let answered = try TCPProbe.echo(from: client, to: address, port: port, timeoutMs: 1000)
-            if !answered { _ = try? TCPProbe.echo(from: namespace, to: listenAddress, port: listenPort, timeoutMs: 300) } // free the server
+            if !answered { _ = try? TCPProbe.echo(from: namespace, to: listenAddress, port: listenPort, timeoutMs: 2000) } // free the server
             return answered ? peer.address : nil
         }
 

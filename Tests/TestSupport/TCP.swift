@@ -17,8 +17,14 @@ public enum TCPProbe {
                     defer { if listening { close(fd) } }
                     var one: Int32 = 1
                     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
+                    // A server of an earlier probe on this port may still be winding down (its
+                    // freeing connection came late under load): wait for the port, bounded.
+                    let deadline = ContinuousClock.now + .seconds(3)
                     try withSockaddr(address, port) { sa, len in
-                        guard bind(fd, sa, len) == 0 else { throw TestFailure("bind \(address):\(port): errno \(errno)") }
+                        while bind(fd, sa, len) != 0 {
+                            guard errno == EADDRINUSE, ContinuousClock.now < deadline else { throw TestFailure("bind \(address):\(port): errno \(errno)") }
+                            usleep(20_000)
+                        }
                     }
                     guard listen(fd, 4) == 0 else { throw TestFailure("listen: errno \(errno)") }
                     ready.signal()
