@@ -115,6 +115,12 @@ public struct StateStore: Sendable {
         return JSON.object(file).rendered()
     }
 
+    /// Where an item is in the file (`rules[3]`), formatted only for a message.
+    struct Path: CustomStringConvertible {
+        var list: String, index: Int
+        var description: String { "\(list)[\(index)]" }
+    }
+
     /// The highest rule number a file may use (ids are handed out counting up from it; far from
     /// overflowing, and exact in any JSON reader's numbers).
     static let maxID = 1 << 53
@@ -135,27 +141,23 @@ public struct StateStore: Sendable {
         do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file: not valid JSON (\(error))") }
         // What is wrong with the structure is said in the file's terms: `rules[0].id is not a string`.
         func structure(_ detail: String) -> EngineError { corrupt("not a docknfv state file: \(detail)") }
-        func value(_ item: JSON, _ key: String, _ path: String) throws -> JSON {
-            let at = path.isEmpty ? key : "\(path).\(key)"
-            guard let value = item[key] else { throw structure("\(at) is missing") }
-            return value
+        // Paths are formatted only for a message (a file of thousands of rules is read on every run).
+        func at(_ path: @autoclosure () -> String, _ key: String) -> String { let path = path(); return path.isEmpty ? key : "\(path).\(key)" }
+        func typed<T>(_ item: JSON, _ key: String, _ path: @autoclosure () -> String, _ kind: String, _ cast: (JSON) -> T?) throws -> T {
+            guard let found = item[key] else { throw structure("\(at(path(), key)) is missing") }
+            if let result = cast(found) { return result }
+            if found == .null { throw structure("\(at(path(), key)) is null, not \(kind)") }
+            throw structure("\(at(path(), key)) is not \(kind)")
         }
-        func typed<T>(_ item: JSON, _ key: String, _ path: String, _ kind: String, _ cast: (JSON) -> T?) throws -> T {
-            let found = try value(item, key, path)
-            let at = path.isEmpty ? key : "\(path).\(key)"
-            if found == .null { throw structure("\(at) is null, not \(kind)") }
-            guard let result = cast(found) else { throw structure("\(at) is not \(kind)") }
-            return result
-        }
-        func text(_ item: JSON, _ key: String, _ path: String) throws -> String { try typed(item, key, path, "a string", \.string) }
+        func text(_ item: JSON, _ key: String, _ path: @autoclosure () -> String) throws -> String { try typed(item, key, path(), "a string", \.string) }
         func list(_ key: String, optional: Bool = false) throws -> [JSON] {
             if optional && file[key] == nil { return [] }
             return try typed(file, key, "", "a list", \.array)
         }
-        func objects(_ key: String, optional: Bool = false) throws -> [(JSON, String)] {
+        func objects(_ key: String, optional: Bool = false) throws -> [(JSON, Path)] {
             try list(key, optional: optional).enumerated().map { index, item in
                 guard item.members != nil else { throw structure("\(key)[\(index)] is not an object") }
-                return (item, "\(key)[\(index)]")
+                return (item, Path(list: key, index: index))
             }
         }
         guard let members = file.members else { throw structure("the top level is not an object") }
@@ -163,10 +165,10 @@ public struct StateStore: Sendable {
         if let unknown = members.first(where: { !known.contains($0.0) }) { throw corrupt("unknown field \(DisplayText.quoted(unknown.0))") }
         let version = try typed(file, "version", "", "a whole number", \.int)
         guard version == 1 else { throw corrupt("unknown version \(version)") }
-        func key(_ item: JSON, _ path: String, _ what: String) throws -> TableKey {
-            let family = try text(item, "family", path), table = try text(item, "table", path)
+        func key(_ item: JSON, _ path: Path, _ what: @autoclosure () -> String) throws -> TableKey {
+            let family = try text(item, "family", path.description), table = try text(item, "table", path.description)
             if let family = IPFamily(rawValue: family), let table = NetfilterTable(rawValue: table) { return TableKey(family, table) }
-            throw corrupt("\(what): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))")
+            throw corrupt("\(what()): unknown family/table \(DisplayText.clipped(family))/\(DisplayText.clipped(table))")
         }
         func chainName(_ name: String, _ key: TableKey) throws -> String {
             guard key.table.builtinChains.contains(name) || ChainNames.isValidUserChain(name) else { throw corrupt("invalid chain name \(DisplayText.quoted(name))") }
@@ -192,19 +194,19 @@ public struct StateStore: Sendable {
         }
         for (item, path) in try objects("chains") {
             let key = try key(item, path, "chain")
-            state.userChains.insert(.init(key, try chainName(try text(item, "chain", path), key)))
+            state.userChains.insert(.init(key, try chainName(try text(item, "chain", path.description), key)))
         }
         for (item, path) in try objects("policies") {
-            let key = try key(item, path, "policy"), chain = try text(item, "chain", path)
+            let key = try key(item, path, "policy"), chain = try text(item, "chain", path.description)
             guard let policy = item["policy"]?.string, ["ACCEPT", "DROP"].contains(policy), key.table.builtinChains.contains(chain) else {
                 throw corrupt("policy of \(DisplayText.quoted(chain))")
             }
             state.policies[.init(key, chain)] = policy
         }
         for (item, path) in try objects("sets", optional: true) {
-            let name = try text(item, "name", path)
+            let name = try text(item, "name", path.description)
             guard Names.isValidSetName(name) else { throw corrupt("invalid set name \(DisplayText.quoted(name))") }
-            guard let type = SetType(rawValue: try text(item, "type", path)), let family = IPFamily(rawValue: try text(item, "family", path)) else {
+            guard let type = SetType(rawValue: try text(item, "type", path.description)), let family = IPFamily(rawValue: try text(item, "family", path.description)) else {
                 throw corrupt("set \(name): unknown type or family")
             }
             guard state.sets[name] == nil else { throw corrupt("set \(name) appears twice") }
@@ -220,7 +222,7 @@ public struct StateStore: Sendable {
         var ids = Set<String>()
         var highest = 0
         for (item, path) in try objects("rules") {
-            let id = try text(item, "id", path)
+            let id = try text(item, "id", path.description)
             guard Self.isValidID(id) else { throw corrupt("invalid rule id \(DisplayText.quoted(id))") }
             let key = try key(item, path, "rule \(id)")
             guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
@@ -228,9 +230,9 @@ public struct StateStore: Sendable {
                 guard number <= Self.maxID else { throw corrupt("rule id \(id) is out of range (at most r\(Self.maxID))") }
                 highest = max(highest, number)
             }
-            let rule = try text(item, "rule", path)
+            let rule = try text(item, "rule", path.description)
             guard !rule.isEmpty, !rule.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
-            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", path), key),
+            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", path.description), key),
                                           entry: RuleEntry(text: rule, family: key.family, trusted: true)))
         }
         // An id is never handed out twice, whatever nextId says.

@@ -1,7 +1,7 @@
 /// A small JSON reader and writer for docknfv's own state files, without Foundation (whose
 /// start-up cost every short-lived docknfv process would pay). Objects keep their keys in order;
 /// duplicate keys are an error.
-public indirect enum JSON: Equatable, Sendable {
+public enum JSON: Equatable, Sendable {
     case object([(String, JSON)])
     case array([JSON])
     case string(String)
