@@ -112,7 +112,7 @@ public struct StateStore: Sendable {
             ("tables", .array(state.touched.sorted().map { .string($0.description) })),
             ("version", .number(1)),
         ]
-        return JSON.object(file).rendered()
+        return JSON.object(file).rendered(capacity: 4096 + 256 * state.rules.count)
     }
 
     /// Where an item is in the file (`rules[3]`), formatted only for a message.

@@ -193,9 +193,9 @@ public enum JSON: Equatable, Sendable {
     // MARK: Writing
 
     /// Pretty-printed, two spaces per level, `"key" : value` — the layout docknfv's files have always had.
-    public func rendered() -> [UInt8] {
+    public func rendered(capacity: Int = 4096) -> [UInt8] {
         var out: [UInt8] = []
-        out.reserveCapacity(4096)
+        out.reserveCapacity(capacity)
         write(into: &out, indent: 0)
         out.append(0x0a)
         return out
@@ -237,9 +237,14 @@ public enum JSON: Equatable, Sendable {
 
     static func quote(_ text: String, into out: inout [UInt8]) {
         out.append(UInt8(ascii: "\""))
-        // Most texts need no escaping: copy them whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out.append(contentsOf: text.utf8)
+        // Most texts need no escaping: copy them whole (from the string's own storage).
+        var text = text
+        let plain: Bool = text.withUTF8 { bytes in
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == 0x7f || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            out.append(contentsOf: bytes)
+            return true
+        }
+        if plain {
             out.append(UInt8(ascii: "\""))
             return
         }
