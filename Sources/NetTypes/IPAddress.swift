@@ -184,6 +184,7 @@ extension StringProtocol {
     /// modules that avoid Foundation).
     public func trimming(_ set: String) -> String {
         let characters = Set(set)
-        return String(String(drop { characters.contains($0) }.reversed()).drop { characters.contains($0) }.reversed())
+        guard let first = firstIndex(where: { !characters.contains($0) }), let last = lastIndex(where: { !characters.contains($0) }) else { return "" }
+        return String(self[first...last])
     }
 }
