@@ -56,13 +56,13 @@ struct Translator {
             }
             try out.expressions += address(selector, offset: offset, refuse: refuse)
         }
-        for (selector, key) in [(rule.inInterface, NFT.metaIifname), (rule.outInterface, NFT.metaOifname)] {
+        for (selector, key, option) in [(rule.inInterface, NFT.metaIifname, "-i"), (rule.outInterface, NFT.metaOifname, "-o")] {
             guard let selector else { continue }
             out.expressions.append(.meta(key: key, dreg: NFT.reg1))
             var name = Array(selector.value.utf8)
             if name.last == UInt8(ascii: "+") { name.removeLast() } // `eth+` → compare the prefix only
             else { name += [UInt8](repeating: 0, count: 16 - name.count) }
-            if name.isEmpty { if selector.inverted { throw refuse("\"! -i +\"") }; out.expressions.removeLast(); continue }
+            if name.isEmpty { if selector.inverted { throw refuse("\"! \(option) +\" (never matches)") }; out.expressions.removeLast(); continue }
             out.expressions.append(.cmp(selector.inverted ? .neq : .eq, sreg: NFT.reg1, data: name))
         }
         for match in rule.matches {
@@ -108,11 +108,18 @@ struct Translator {
             }
         }
         if comments.count > 1 { throw refuse("more than one comment") }
+        if let comment = comments.first, comment.utf8.count > Self.maxCommentBytes {
+            throw refuse("a comment over \(Self.maxCommentBytes) bytes (a rule's user data holds 256 bytes, docknfv's fingerprint included)")
+        }
         out.comment = comments.first
         out.expressions.append(.counter) // iptables counts every rule; iptables-translate adds `counter`
         out.expressions += try target(rule.target, family: family, refuse: refuse)
         return out
     }
+
+    /// NFT_USERDATA_MAXLEN (256) less the comment's type, length and NUL and the fingerprint's
+    /// 10 bytes (RuleUserData): a longer comment makes the kernel refuse the rule with ERANGE.
+    static let maxCommentBytes = 256 - 3 - 10
 
     // MARK: Matches
 
@@ -176,6 +183,9 @@ struct Translator {
         var state: UInt32 = 0, status: UInt32 = 0
         for item in match.states { let bits = Self.conntrackBits(item); state |= bits.state; status |= bits.status }
         if state != 0 && status != 0 && !match.inverted { throw refuse("--ctstate mixing SNAT/DNAT with other states") }
+        // `! --ctstate SNAT` matches packets without a connection (INVALID, UNTRACKED) in
+        // xt_conntrack; nf_tables' `ct status` never matches them, negated or not.
+        if status != 0 && match.inverted { throw refuse("! --ctstate with SNAT/DNAT (it matches packets without a connection)") }
         var out: [NFTExpr] = []
         for (key, bits) in [(NFT.ctState, state), (NFT.ctStatus, status)] where bits != 0 {
             out += [.ct(key: key, dreg: NFT.reg1), .bitwise(sreg: NFT.reg1, dreg: NFT.reg1, mask: Bytes.host32(bits), xor: Bytes.host32(0)),

@@ -18,13 +18,18 @@ struct RuleSemanticsTests {
     static let defaultSeed: UInt64 = 20_241_112
     static let defaultCount = 3000
 
-    @Test func differential() throws {
+    /// The seeded cases of a differential run, the seed and count printed so a run can be repeated.
+    static func generated(label: String, countVariable: String, defaultCount: Int) -> (seed: UInt64, count: Int, cases: [DiffCase]) {
         let env = ProcessInfo.processInfo.environment
-        let seed = env["DOCKNFV_DIFF_SEED"].flatMap { UInt64($0) } ?? Self.defaultSeed
-        let count = env["DOCKNFV_DIFF_COUNT"].flatMap { Int($0) } ?? Self.defaultCount
-        print("rule semantics: DOCKNFV_DIFF_SEED=\(seed) DOCKNFV_DIFF_COUNT=\(count)")
+        let seed = env["DOCKNFV_DIFF_SEED"].flatMap { UInt64($0) } ?? defaultSeed
+        let count = env[countVariable].flatMap { Int($0) } ?? defaultCount
+        print("\(label): DOCKNFV_DIFF_SEED=\(seed) \(countVariable)=\(count)")
         var generator = RuleGenerator(seed: seed)
-        let cases = (0..<count).map { _ in generator.next() }
+        return (seed, count, (0..<count).map { _ in generator.next() })
+    }
+
+    @Test func differential() throws {
+        let (seed, count, cases) = Self.generated(label: "rule semantics", countVariable: "DOCKNFV_DIFF_COUNT", defaultCount: Self.defaultCount)
         let started = ContinuousClock.now
 
         let outcome = try withNamespaces(["diffip", "diffdn"]) { ns throws in
