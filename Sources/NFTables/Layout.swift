@@ -57,7 +57,9 @@ enum RuleUserData {
     static func encode(comment: String?, fingerprint: UInt64) -> [UInt8] {
         var out: [UInt8] = []
         if let comment {
-            let bytes = Array(comment.utf8.prefix(254)) + [0]
+            // The translator refuses comments that would not fit (Translator.maxCommentBytes).
+            let bytes = Array(comment.utf8) + [0]
+            precondition(bytes.count <= 255, "comment longer than the translator allows")
             out += [commentType, UInt8(bytes.count)] + bytes
         }
         out += [fingerprintType, 8] + withUnsafeBytes(of: fingerprint.bigEndian) { Array($0) }
