@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(name: "DHCPRoutesTests", dependencies: ["DHCPRoutes", "DHCPHook", "StateFiles", "Routing", "TestSupport"]),
         .testTarget(name: "DHCPHookEndToEndTests", dependencies: ["TestSupport", "docknfv-dhcp-hook", "docknfv-init"],
                     exclude: ["dhcp-openvpn.sh"]),
-        .testTarget(name: "RulesTests", dependencies: ["Rules"]),
+        .testTarget(name: "RulesTests", dependencies: ["Rules", "TestSupport"]),
         .testTarget(name: "RuleStateTests", dependencies: ["RuleState", "RuleEngine", "StateFiles", "TestSupport"]),
         .testTarget(name: "NFTablesTests", dependencies: ["NFTables", "RuleEngine", "NetNS", "TestSupport"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),

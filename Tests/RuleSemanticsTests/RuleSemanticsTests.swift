@@ -262,25 +262,13 @@ enum Deliberate {
 
 // MARK: - The generator
 
-/// SplitMix64: small, seeded, the same sequence everywhere.
-struct SeededRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-        return z ^ (z >> 31)
-    }
-}
 
 struct RuleGenerator {
     static let userChain = "U"
     static let jumpChain = "V"
     static let set4 = "h2set", set6 = "h2set6"
-    var rng: SeededRandom
-    init(seed: UInt64) { rng = SeededRandom(seed: seed) }
+    var rng: SeededGenerator
+    init(seed: UInt64) { rng = SeededGenerator(seed: seed) }
 
     mutating func chance(_ p: Double) -> Bool { Double.random(in: 0..<1, using: &rng) < p }
     mutating func pick<T>(_ items: [T]) -> T { items[Int.random(in: 0..<items.count, using: &rng)] }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Rules
 
 /// Issue 8: random bytes and random token sequences fed to the rule parser and the import reader.
@@ -7,16 +8,6 @@ import Rules
 /// identically. Seeded (`DOCKNFV_FUZZ_SEED`, printed), bounded in count.
 @Suite("Rule parser fuzz")
 struct ParserFuzzTests {
-    struct SplitMix: RandomNumberGenerator {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9e37_79b9_7f4a_7c15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xbf58_476d_1ce4_e5b9
-            z = (z ^ (z >> 27)) &* 0x94d0_49bb_1331_11eb
-            return z ^ (z >> 31)
-        }
-    }
 
     static let words = ["-p", "tcp", "udp", "icmp", "ipv6-icmp", "!", "-s", "-d", "10.0.0.1", "10.0.0.0/8", "fd00::1", "1.2.3.4/255.0.255.0",
                         "10.0.0.1,10.0.0.2", "-i", "-o", "eth0", "eth+", "-m", "tcp", "multiport", "conntrack", "state", "mark", "set",
@@ -56,7 +47,7 @@ struct ParserFuzzTests {
     @Test func randomTokensAndBytes() {
         let seed = ProcessInfo.processInfo.environment["DOCKNFV_FUZZ_SEED"].flatMap { UInt64($0) } ?? 8_2024
         print("parser fuzz: DOCKNFV_FUZZ_SEED=\(seed)")
-        var rng = SplitMix(state: seed)
+        var rng = SeededGenerator(seed: seed)
         for round in 0..<20_000 {
             let text: String
             if round % 4 == 0 {

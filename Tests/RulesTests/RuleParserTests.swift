@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TestSupport
 import Rules
 
 @Suite("Rule text: parse and render")
@@ -139,7 +140,7 @@ struct RuleParserTests {
     @Test func randomRulesRoundTrip() throws {
         let seed = ProcessInfo.processInfo.environment["DOCKNFV_FUZZ_SEED"].flatMap { UInt64($0) } ?? 137_2025
         print("rule round trip: DOCKNFV_FUZZ_SEED=\(seed)")
-        var generator = ParserFuzzTests.SplitMix(state: seed)
+        var generator = SeededGenerator(seed: seed)
         func pick<T>(_ items: [T]) -> T { items[Int.random(in: 0..<items.count, using: &generator)] }
         func port() -> PortRange {
             let a = UInt16.random(in: 1...60000, using: &generator)
