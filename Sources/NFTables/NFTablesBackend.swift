@@ -82,8 +82,9 @@ public struct NFTablesBackend: RuleBackend {
         var drift: [TableKey: TableDrift] = [:]
         for table in desired.tables { drift[table.key] = TableDrift() }
         for family in [IPFamily.v4, .v6] {
-            let current = try netlink.snapshot(family: family, table: Layout.tableName(desired.owner))
-            for (key, item) in Planner.drift(Planner.plan(DesiredTable(desired, family: family), current), family: family) {
+            let table = Layout.tableName(desired.owner)
+            let current = try netlink.snapshot(family: family, table: table)
+            for (key, item) in Planner.drift(Planner.plan(DesiredTable(desired, family: family), current), family: family, table: table) {
                 drift[key, default: TableDrift()].items.append(item)
             }
         }

@@ -195,13 +195,14 @@ enum Planner {
     }
 
     /// What differs, for `check`.
-    static func drift(_ operations: [Operation], family: IPFamily) -> [(TableKey, DriftItem)] {
+    static func drift(_ operations: [Operation], family: IPFamily, table: String) -> [(TableKey, DriftItem)] {
+        let tableName = "\(family == .v4 ? "ip" : "ip6") \(table)"
         func key(_ chain: String) -> TableKey { TableKey(family, Layout.split(chain)?.0 ?? .filter) }
         func user(_ chain: String) -> String { Layout.split(chain)?.1 ?? chain }
         return operations.compactMap { operation in
             switch operation {
-            case .addTable: return (TableKey(family, .filter), .missingChain("table"))
-            case .deleteTable: return (TableKey(family, .filter), .unexpectedChain("table (docknfv wants no \(family) rules)"))
+            case .addTable: return (TableKey(family, .filter), .missingTable(tableName))
+            case .deleteTable: return (TableKey(family, .filter), .unexpectedTable(tableName))
             case .addSet(let name, _): return (TableKey(family, .filter), .missingSet(name))
             case .deleteSet(let name): return (TableKey(family, .filter), .unexpectedSet(name))
             case .addElements(let name, _, let ranges): return (TableKey(family, .filter), .setContent(name: name, missing: ranges.count, unexpected: 0))

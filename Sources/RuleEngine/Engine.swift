@@ -53,6 +53,9 @@ public enum BackendKind: String, Sendable, CaseIterable, Codable {
 
 /// One thing that differs between the desired rules and the kernel.
 public enum DriftItem: Sendable, Equatable, CustomStringConvertible {
+    /// docknfv's own table (nftables) is missing, or holds rules docknfv no longer wants.
+    case missingTable(String)
+    case unexpectedTable(String)
     case missingChain(String)
     case unexpectedChain(String)
     /// A desired rule the kernel does not hold at that position (1-based) of the chain.
@@ -67,7 +70,7 @@ public enum DriftItem: Sendable, Equatable, CustomStringConvertible {
 
     public var isMissing: Bool {
         switch self {
-        case .missingChain, .missingRule, .missingJump, .policy, .missingSet: return true
+        case .missingTable, .missingChain, .missingRule, .missingJump, .policy, .missingSet: return true
         case .setContent(_, let missing, _): return missing > 0
         default: return false
         }
@@ -75,6 +78,8 @@ public enum DriftItem: Sendable, Equatable, CustomStringConvertible {
 
     public var description: String {
         switch self {
+        case .missingTable(let table): return "table \(table)"
+        case .unexpectedTable(let table): return "table \(table) (docknfv wants nothing there)"
         case .missingChain(let chain): return "chain \(chain)"
         case .unexpectedChain(let chain): return "chain \(chain)"
         case .missingRule(let chain, let position, let rule): return "-A \(chain) \(rule) (position \(position))"

@@ -66,6 +66,12 @@ struct DocknfvctlNFTablesTests {
             #expect(diff.stdout.contains("ipv4/filter missing: -A FORWARD -p udp -m udp --dport 53 -j ACCEPT (position 1)"), "\(diff)")
             _ = try lab.mustCtl(["apply"])
             #expect(try lab.ctl(["diff"]).status == 0)
+            // The whole table gone (e.g. `nft flush ruleset`): named as such, and repaired.
+            _ = try lab.router.mustRun(["nft", "delete", "table", "ip", "docknfv"])
+            let gone = try lab.ctl(["diff"])
+            #expect(gone.status == 1 && gone.stdout.contains("ipv4/filter missing: table ip docknfv"), "\(gone)")
+            _ = try lab.mustCtl(["apply"])
+            #expect(try lab.ctl(["diff"]).status == 0)
             // A broken state makes diff fail with 2, not "differs".
             try "{".write(toFile: lab.stateFile, atomically: true, encoding: .utf8)
             #expect(try lab.ctl(["diff"]).status == 2)
