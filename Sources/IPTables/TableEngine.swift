@@ -110,7 +110,7 @@ public struct TableEngine {
     typealias Built = [String: [(bytes: [UInt8], target: String, rule: Rule?)]]
 
     func buildAll(_ desired: TableRules) throws -> Built {
-        let known = Set(desired.chains.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
+        let known = Set(desired.entries.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
         var out: Built = [:]
         for (chain, entries) in desired.entries {
             out[chain] = try entries.map { entry in

@@ -14,15 +14,24 @@ public struct XTablesBackend: RuleBackend {
 
     public init() {}
 
+    /// Builds the entries of the rules not already in a state docknfv wrote (the others were built
+    /// when they were added; `apply` builds them all anyway, before anything is committed).
     public func validate(_ desired: Ruleset) throws {
         try requireDefaultOwner(desired.owner)
         try desired.validate()
         let pending = Set(desired.sets.keys)
-        for table in desired.tables { _ = try wrap { try engine.validate(table, pendingSets: pending) } }
+        for table in desired.tables {
+            var fresh = table
+            fresh.entries = table.entries.mapValues { $0.filter { !$0.trusted } }
+            // Jumps into chains that only hold trusted rules must still resolve.
+            fresh.userChains = Set(table.allUserChains)
+            _ = try wrap { try engine.validate(fresh, pendingSets: pending) }
+        }
     }
 
     public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
-        try validate(desired)
+        try requireDefaultOwner(desired.owner)
+        try desired.validate()
         var tables = desired.tables
         // A rule may only match on a set docknfv manages (or one that exists already).
         for name in try desired.referencedSets().sorted() where desired.sets[name] == nil && !IPSet.exists(name) {
