@@ -13,6 +13,8 @@ public struct NFTablesBackend: RuleBackend {
     public var name: String { "nftables through libnftnl (tables ip/ip6 \(Layout.tableName(.cli)))" }
     /// Batches that lost a race with another writer are re-planned from a fresh read this often.
     public var retries = 5
+    /// Runs between planning and sending each batch (tests use it to commit something else first).
+    public var beforeCommit: (@Sendable (_ attempt: Int) -> Void)?
 
     public init() {}
 
@@ -60,6 +62,7 @@ public struct NFTablesBackend: RuleBackend {
             var builder = BatchBuilder(batch: batch, table: table, sets: desired.sets)
             for (family, operations) in plans { try builder.add(operations, family: family) }
             for _ in 0..<batch.count { _ = netlink.nextSequence() }
+            beforeCommit?(attempt)
             guard let failure = try netlink.commit(batch, generation: generation) else {
                 report.kernelMark = (try? netlink.generation()).map { KernelMark(namespace: namespace, generation: $0) }
                 return report

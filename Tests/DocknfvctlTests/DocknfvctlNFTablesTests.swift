@@ -136,6 +136,31 @@ struct DocknfvctlNFTablesTests {
         }
     }
 
+    /// Parallel docknfvctl writers and a foreign `nft` writer committing at the same time: every
+    /// batch planned from a stale read is refused by the kernel (generation) and re-planned, so
+    /// nothing is lost on either side.
+    @Test func parallelWritersAndAForeignNftWriterLoseNothing() throws {
+        try RouterLab.with(backend: "nftables") { lab in
+            _ = try lab.router.mustRun(["nft", "add table ip foreign; add chain ip foreign c { type filter hook input priority 10; }"])
+            var children: [ChildProcess] = []
+            for writer in 0..<4 {
+                let script = (0..<10).map { i in
+                    "\(TestEnv.binary("docknfvctl")) --netns \(lab.router.path) --state-dir \(lab.stateDir) --backend nftables rule add --chain FORWARD -- -p tcp --dport \(21000 + writer * 100 + i) -j ACCEPT >/dev/null || exit 1"
+                }.joined(separator: "\n")
+                children.append(try ChildProcess.spawn(["sh", "-c", script]))
+            }
+            let foreign = (0..<40).map { "nsenter --net=\(lab.router.path) nft add rule ip foreign c udp dport \(31000 + $0) accept || exit 1" }.joined(separator: "\n")
+            children.append(try ChildProcess.spawn(["sh", "-c", foreign]))
+            for child in children { #expect(child.wait() == 0) }
+            let ours = try lab.nft()
+            for writer in 0..<4 { for i in 0..<10 { #expect(ours.contains("tcp dport \(21000 + writer * 100 + i) counter accept")) } }
+            let theirs = try lab.router.mustRun(["nft", "list", "table", "ip", "foreign"])
+            for i in 0..<40 { #expect(theirs.contains("udp dport \(31000 + i) accept")) }
+            #expect(try lab.mustCtl(["rule", "list"]).split(separator: "\n").count == 40)
+            #expect(try lab.ctl(["diff"]).status == 0)
+        }
+    }
+
     /// A container restart: docknfv-init re-applies an nftables state in a fresh namespace.
     @Test func docknfvInitReappliesNftablesRules() throws {
         try RouterLab.with(backend: "nftables") { lab in

@@ -211,6 +211,29 @@ struct NFTablesKernelTests {
         }
     }
 
+    /// A batch planned from a read that someone else's commit made stale is refused by the kernel
+    /// (the batch carries the generation it was planned against) and planned again from a new read.
+    @Test func aBatchPlannedFromAStaleReadIsReplanned() throws {
+        try withNamespaces(["nft"]) { ns throws in
+            let first = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["FORWARD": try rules(["-p tcp --dport 1 -j ACCEPT"])])])
+            _ = try apply(ns[0], first)
+            let attempts = Attempts()
+            var backend = NFTablesBackend()
+            let path = ns[0].name
+            backend.beforeCommit = { attempt in
+                attempts.record(attempt)
+                // The first time: another program empties docknfv's chain after docknfv read it.
+                if attempt == 0 { _ = try? mustRun(["nsenter", "--net=/run/netns/\(path)", "nft", "flush", "chain", "ip", "docknfv", "filter-FORWARD"]) }
+            }
+            var second = first
+            second.tables[0].chains["FORWARD"]!.append(contentsOf: try rules(["-p tcp --dport 2 -j ACCEPT"]))
+            _ = try inside(ns[0]) { try backend.apply(second, previous: first) }
+            #expect(attempts.values == [0, 1])
+            // Planned again from what the kernel then held: both rules, not just the appended one.
+            #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 1 counter accept", "tcp dport 2 counter accept"])
+        }
+    }
+
     @Test func setsAreNftSetsUpdatedElementByElement() throws {
         try withNamespaces(["nft"]) { ns throws in
             func entries(_ texts: [String], _ type: SetType) -> [SetEntry] { texts.map { SetEntry($0, type: type)! } }
@@ -279,4 +302,10 @@ struct NFTablesKernelTests {
         let foreignSet = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(["-m set --match-set nosuch src -j DROP"])])])
         #expect { try NFTablesBackend().validate(foreignSet) } throws: { error in "\(error)".contains("nosuch") }
     }
+}
+
+/// Attempts seen by a `beforeCommit` hook.
+final class Attempts: @unchecked Sendable { // written by one thread at a time (the backend's)
+    private(set) var values: [Int] = []
+    func record(_ attempt: Int) { values.append(attempt) }
 }
