@@ -250,7 +250,8 @@ struct BatchBuilder {
             elements(NFT_MSG_NEWSETELEM, name: "__set%d", id: id, shape: shape, ranges: anonymous.ranges, family: family)
         }
         var flags = Int32(NLM_F_CREATE)
-        if position != .before(0) { if case .before = position {} else { flags |= Int32(NLM_F_APPEND) } }
+        // NLM_F_APPEND: after the position's rule (or at the end); without it, before that rule.
+        if case .before = position {} else { flags |= Int32(NLM_F_APPEND) }
         let table = self.table
         batch.add(NFT_MSG_NEWRULE, family: NFT.family(family), flags: flags, "rule -A \(Layout.split(chain)?.1 ?? chain) \(desired.entry.text)") { nlh in
             let r = nftnl_rule_alloc()!; defer { nftnl_rule_free(r) }

@@ -153,6 +153,7 @@ struct Translator {
     }
 
     func icmpType(_ icmp: ICMPMatch) -> [NFTExpr] {
+        // `! --icmp-type any` never matches in xt_icmp: a comparison no type can satisfy (type < 0).
         if icmp.isAny { return icmp.inverted ? [.payload(base: .transport, offset: 0, length: 1, dreg: NFT.reg1), .cmp(.lt, sreg: NFT.reg1, data: [0])] : [] }
         if icmp.codes == 0...255 {
             return [.payload(base: .transport, offset: 0, length: 1, dreg: NFT.reg1), .cmp(icmp.inverted ? .neq : .eq, sreg: NFT.reg1, data: [icmp.type])]
