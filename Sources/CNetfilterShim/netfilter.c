@@ -9,10 +9,7 @@
 #include <libiptc/libip6tc.h>
 #include <linux/netfilter/ipset/ip_set.h>
 #include <linux/netfilter/nfnetlink.h>
-#include <linux/netfilter/nf_tables.h>
 #include <libmnl/libmnl.h>
-#include <stdio.h>
-#include <time.h>
 
 struct dnfv_entry {
     int family;
@@ -284,63 +281,4 @@ int dnfv_ipset_index(const char *name, uint16_t *index) {
     if (req.set.index == IPSET_INVALID_ID) { errno = ENOENT; return -1; }
     *index = req.set.index;
     return 0;
-}
-
-// ---- nf_tables: which tables exist (so status can warn that iptables-nft rules are active too)
-
-struct nft_out { char *buf; size_t len, used; int count; };
-
-static const char *nft_family(int family) {
-    switch (family) {
-    case NFPROTO_IPV4: return "ip";
-    case NFPROTO_IPV6: return "ip6";
-    case NFPROTO_INET: return "inet";
-    case NFPROTO_ARP: return "arp";
-    case NFPROTO_BRIDGE: return "bridge";
-    case NFPROTO_NETDEV: return "netdev";
-    default: return "unknown";
-    }
-}
-
-static int nft_table_cb(const struct nlmsghdr *nlh, void *data) {
-    struct nft_out *out = data;
-    const struct nfgenmsg *nfg = mnl_nlmsg_get_payload(nlh);
-    const struct nlattr *attr;
-    mnl_attr_for_each(attr, nlh, sizeof(*nfg)) {
-        if (mnl_attr_get_type(attr) == NFTA_TABLE_NAME && mnl_attr_validate(attr, MNL_TYPE_NUL_STRING) >= 0) {
-            int n = snprintf(out->buf + out->used, out->len - out->used, "%s %s\n", nft_family(nfg->nfgen_family), mnl_attr_get_str(attr));
-            if (n > 0 && (size_t)n < out->len - out->used) { out->used += (size_t)n; out->count++; }
-        }
-    }
-    return MNL_CB_OK;
-}
-
-int dnfv_nft_tables(char *buf, size_t len) {
-    if (len == 0) { errno = EINVAL; return -1; }
-    buf[0] = 0;
-    struct mnl_socket *nl = mnl_socket_open2(NETLINK_NETFILTER, SOCK_CLOEXEC);
-    if (!nl) return -1;
-    if (mnl_socket_bind(nl, 0, MNL_SOCKET_AUTOPID) < 0) { int e = errno; mnl_socket_close(nl); errno = e; return -1; }
-    char msg[MNL_SOCKET_BUFFER_SIZE];
-    struct nlmsghdr *nlh = mnl_nlmsg_put_header(msg);
-    nlh->nlmsg_type = (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE;
-    nlh->nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
-    unsigned int seq = (unsigned int)time(NULL);
-    nlh->nlmsg_seq = seq;
-    struct nfgenmsg *nfg = mnl_nlmsg_put_extra_header(nlh, sizeof(*nfg));
-    nfg->nfgen_family = AF_UNSPEC;
-    nfg->version = NFNETLINK_V0;
-    nfg->res_id = 0;
-    if (mnl_socket_sendto(nl, nlh, nlh->nlmsg_len) < 0) { int e = errno; mnl_socket_close(nl); errno = e; return -1; }
-    unsigned int portid = mnl_socket_get_portid(nl);
-    struct nft_out out = { buf, len, 0, 0 };
-    int rc;
-    while ((rc = (int)mnl_socket_recvfrom(nl, msg, sizeof(msg))) > 0) {
-        rc = mnl_cb_run(msg, (size_t)rc, seq, portid, nft_table_cb, &out);
-        if (rc <= MNL_CB_STOP) break;
-    }
-    int e = errno;
-    mnl_socket_close(nl);
-    if (rc < 0) { errno = e; return -1; }
-    return out.count;
 }

@@ -31,19 +31,19 @@ public struct RuleManager {
             try change(&new)
             let selection = try selection(for: old)
             let backend = makeBackend(selection.kind)
-            try backend.validate(new.ruleset())
+            var desired = new.ruleset()
+            try backend.validate(desired)
             if dryRun { return (new, ApplyReport()) }
             new.backend = selection.kind
-            new.kernelMark = nil
-            new.touched = Set(new.tableRules().filter { !$0.isEmpty }.map(\.key))
-            // A state docknfv cannot read back is refused before the kernel is touched.
+            new.touched = Set(desired.tables.filter { !$0.isEmpty }.map(\.key))
+            desired.kernelMark = nil
+            try store.checkSavable(new) // before the kernel is touched
             var previous = old.ruleset()
             if old.backend != selection.kind { previous.kernelMark = nil }
-            _ = try store.encoded(new) // refuse a state that could not be read back before touching the kernel
-            let report = try backend.apply(new.ruleset(), previous: previous)
+            let report = try backend.apply(desired, previous: previous)
             new.kernelMark = report.kernelMark
             do { try store.save(new) } catch {
-                _ = try? backend.apply(old.ruleset(), previous: new.ruleset()) // keep kernel and file in agreement
+                _ = try? backend.apply(previous, previous: desired) // keep kernel and file in agreement
                 throw error
             }
             return (new, report)

@@ -49,10 +49,10 @@ public struct StateStore: Sendable {
         return try Self.decode(bytes, path: path)
     }
 
-    /// The state file's bytes, checked to read back: docknfv never writes a file it cannot read
-    /// (a bad name would lock every later command out). The check is what `decode` checks of
-    /// each name and text, without encoding and re-reading the whole file.
-    public func encoded(_ state: DesiredState) throws -> [UInt8] {
+    /// Refuses a state docknfv could not read back (a bad name would lock every later command
+    /// out): what `decode` checks of each name and text, without encoding anything. `save` runs it;
+    /// callers run it first too when the kernel is changed before the save.
+    public func checkSavable(_ state: DesiredState) throws {
         func refuse(_ what: String) -> EngineError {
             EngineError(.invalidState, "the state cannot be saved to \(path): \(what) (it could not be read back); nothing was changed")
         }
@@ -67,13 +67,11 @@ public struct StateStore: Sendable {
                 throw refuse("invalid chain name \(DisplayText.quoted(rule.chain))")
             }
         }
-        return Self.encode(state)
     }
 
-    public func save(_ state: DesiredState) throws { try write(try encoded(state)) }
-
-    /// Writes bytes from `encoded`.
-    public func write(_ bytes: [UInt8]) throws {
+    public func save(_ state: DesiredState) throws {
+        try checkSavable(state)
+        let bytes = Self.encode(state)
         do {
             try StateDirectory.prepare(directory)
             try AtomicFile.write(path, contents: bytes, mode: 0o600)

@@ -83,8 +83,4 @@ const void *dnfv_entry_find_match(int family, const void *entry, const char *nam
 /// The kernel index of an ipset by name (what the `set` match carries). 0 on success.
 int dnfv_ipset_index(const char *name, uint16_t *index);
 
-/// nf_tables tables in the current network namespace, one "FAMILY NAME" per line (FAMILY as
-/// nft names it: ip, ip6, inet…), written to buf. Returns the count, or -1 with errno set.
-int dnfv_nft_tables(char *buf, size_t len);
-
 #endif
