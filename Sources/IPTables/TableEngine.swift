@@ -183,9 +183,13 @@ public struct TableEngine {
     }
 
     /// libiptc's text for an errno, except its "Permission denied (you must be root)", which is
-    /// wrong for a root without CAP_NET_ADMIN here (a user namespace, a container without it).
+    /// wrong for a root without the capabilities here (a user namespace, a container). libiptc
+    /// talks to the kernel over a raw socket, so it needs CAP_NET_RAW as well as CAP_NET_ADMIN (a
+    /// container with only NET_ADMIN can use the nftables backend, not this one).
     static func libiptcText(_ family: IPFamily, _ e: Int32) -> String {
-        if e == EPERM || e == EACCES { return "\(String(cString: strerror(e))) (needs CAP_NET_ADMIN in this network namespace)" }
+        if e == EPERM || e == EACCES {
+            return "\(String(cString: strerror(e))) (legacy x_tables needs CAP_NET_ADMIN and CAP_NET_RAW in this network namespace; with only CAP_NET_ADMIN use --backend nftables)"
+        }
         return String(cString: dnfv_tc_strerror(family.addressFamily, e))
     }
 

@@ -33,6 +33,9 @@ public struct BackendSelector: Sendable {
     /// Probes of what the namespace holds (replaceable in tests).
     public var legacyHoldsRules: @Sendable () -> Bool = { XTablesBackend().namespaceHoldsRules() }
     public var nftablesHoldsRules: @Sendable () -> Bool = { NFTablesBackend().namespaceHoldsRules() }
+    /// Whether legacy x_tables can be used at all: libiptc talks over a raw socket, so it needs
+    /// CAP_NET_RAW (a container given only NET_ADMIN has nftables alone).
+    public var legacyUsable: @Sendable () -> Bool = { BackendSelector.effectiveCapability(13) } // CAP_NET_RAW
 
     public init() {}
 
@@ -46,17 +49,40 @@ public struct BackendSelector: Sendable {
             return BackendSelection(kind: kind, reason: "chosen with --backend \(kind.rawValue)")
         case .auto:
             if let recorded, stateHasRules { return BackendSelection(kind: recorded, reason: "docknfv's state here uses it") }
-            let legacy = legacyHoldsRules(), nft = nftablesHoldsRules()
-            if legacy && !nft { return BackendSelection(kind: .iptables, reason: "this namespace holds only legacy x_tables rules") }
-            if nft && !legacy { return BackendSelection(kind: .nftables, reason: "this namespace holds only nf_tables rules") }
-            let variant = systemVariant()
-            let holds = legacy ? "both kinds of rules" : "no rules yet"
-            switch variant {
-            case .some(.iptables): return BackendSelection(kind: .iptables, reason: "this namespace holds \(holds) and the system's iptables is the legacy variant")
-            case .some(.nftables): return BackendSelection(kind: .nftables, reason: "this namespace holds \(holds) and the system's iptables is the nf_tables variant")
-            case .none: return BackendSelection(kind: .nftables, reason: "this namespace holds \(holds) and there is no iptables command")
+            let detected = detect()
+            if detected.kind == .iptables && !legacyUsable() {
+                return BackendSelection(kind: .nftables, reason: detected.reason + ", but without CAP_NET_RAW legacy x_tables cannot be used")
             }
+            return detected
         }
+    }
+
+    /// `auto` without a recorded backend: the namespace's rules, else the system's iptables.
+    func detect() -> BackendSelection {
+        let legacy = legacyHoldsRules(), nft = nftablesHoldsRules()
+        if legacy && !nft { return BackendSelection(kind: .iptables, reason: "this namespace holds only legacy x_tables rules") }
+        if nft && !legacy { return BackendSelection(kind: .nftables, reason: "this namespace holds only nf_tables rules") }
+        let variant = systemVariant()
+        let holds = legacy ? "both kinds of rules" : "no rules yet"
+        switch variant {
+        case .some(.iptables): return BackendSelection(kind: .iptables, reason: "this namespace holds \(holds) and the system's iptables is the legacy variant")
+        case .some(.nftables): return BackendSelection(kind: .nftables, reason: "this namespace holds \(holds) and the system's iptables is the nf_tables variant")
+        case .none: return BackendSelection(kind: .nftables, reason: "this namespace holds \(holds) and there is no iptables command")
+        }
+    }
+
+    /// Whether capability `number` is in this process's effective set (`CapEff` in /proc/self/status).
+    public static func effectiveCapability(_ number: Int) -> Bool {
+        guard let file = fopen("/proc/self/status", "r") else { return true }
+        defer { fclose(file) }
+        var buffer = [CChar](repeating: 0, count: 512)
+        while fgets(&buffer, Int32(buffer.count), file) != nil {
+            let line = String(decoding: buffer.prefix { $0 != 0 && $0 != 10 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            guard line.hasPrefix("CapEff:") else { continue }
+            guard let mask = UInt64(String(line.dropFirst("CapEff:".count)).trimming(" \t"), radix: 16) else { return true }
+            return mask & (1 << UInt64(number)) != 0
+        }
+        return true
     }
 
     /// The variant the `iptables` command is: its symlink chain ends in xtables-legacy-multi or

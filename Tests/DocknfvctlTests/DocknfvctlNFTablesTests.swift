@@ -161,6 +161,25 @@ struct DocknfvctlNFTablesTests {
         }
     }
 
+    /// Without CAP_NET_RAW (a container given only NET_ADMIN) libiptc cannot work: asking for it
+    /// says so, and `auto` leaves it aside even where the namespace's rules would point to it.
+    @Test func withoutNetRawLegacyIsRefusedAndAutoTakesNftables() throws {
+        try RouterLab.with(backend: "auto") { lab in
+            func ctl(_ arguments: [String]) throws -> CommandResult {
+                try runCommand(["ip", "netns", "exec", lab.router.name, "setpriv", "--bounding-set", "-net_raw",
+                                TestEnv.binary("docknfvctl"), "--state-dir", lab.stateDir] + arguments)
+            }
+            let refused = try ctl(["--backend", "iptables", "rule", "add", "--chain", "INPUT", "--", "-j", "ACCEPT"])
+            #expect(refused.status == 77 && refused.stderr.contains("needs CAP_NET_ADMIN and CAP_NET_RAW"), "\(refused)")
+            _ = try lab.router.mustRun(["iptables-legacy", "-A", "INPUT", "-s", "192.0.2.1", "-j", "DROP"]) // legacy rules only
+            let added = try ctl(["rule", "add", "--chain", "INPUT", "--", "-p", "tcp", "--dport", "17260", "-j", "DROP"])
+            #expect(added.status == 0, "\(added)")
+            #expect(try lab.nft().contains("tcp dport 17260 counter drop"))
+            let status = try ctl(["status"])
+            #expect(status.stdout.contains("backend: nftables (docknfv's state here uses it)"), "\(status)")
+        }
+    }
+
     /// A container restart: docknfv-init re-applies an nftables state in a fresh namespace.
     @Test func docknfvInitReappliesNftablesRules() throws {
         try RouterLab.with(backend: "nftables") { lab in

@@ -22,6 +22,7 @@ struct BackendSelectorTests {
         var selector = BackendSelector()
         selector.legacyHoldsRules = { legacy }
         selector.nftablesHoldsRules = { nft }
+        selector.legacyUsable = { true }
         let command = directory + "/iptables"
         if let target {
             // iptables -> /etc/alternatives-like link -> the multi-call binary, as Debian has it.
@@ -82,6 +83,20 @@ struct BackendSelectorTests {
             let selector = try selector(legacy: both, nft: both, in: directory, iptablesTarget: target)
             #expect(selector.systemVariant() == kind)
             #expect(Picked(try selector.select(.auto, recorded: nil, stateHasRules: false)) == Picked(kind, reason))
+        }
+    }
+
+    /// A container given only NET_ADMIN cannot use libiptc (it needs a raw socket): where `auto`
+    /// would pick legacy x_tables, it takes nftables and says why. A recorded backend still wins.
+    @Test func withoutNetRawAutoTakesNftables() throws {
+        try withStateDirectory { directory in
+            var selector = try selector(legacy: false, nft: false, in: directory, iptablesTarget: "xtables-legacy-multi")
+            selector.legacyUsable = { false }
+            #expect(Picked(try selector.select(.auto, recorded: nil, stateHasRules: false)) == Picked(.nftables,
+                "this namespace holds no rules yet and the system's iptables is the legacy variant, but without CAP_NET_RAW legacy x_tables cannot be used"))
+            #expect(Picked(try selector.select(.auto, recorded: .iptables, stateHasRules: true)) == Picked(.iptables, "docknfv's state here uses it"))
+            // The real probe reads this process's effective set; the tests run as root with it.
+            #expect(BackendSelector.effectiveCapability(13))
         }
     }
 

@@ -95,4 +95,10 @@ public func connect(_ a: TestNamespace, _ aName: String, _ aAddresses: [String],
         }
         _ = try ns.ip("link set \(name) up")
     }
+    // The kernel gives each end its IPv6 link-local address (and fe80::/64 route) only once it
+    // has seen the carrier, asynchronously: wait for both, so a test's "before" snapshot is final.
+    for (ns, name) in [(a, aName), (b, bName)] {
+        let settled = try waitUntil(timeout: 5) { try ns.ip("-6 route show dev \(name)").contains("fe80::/64") }
+        if !settled { throw TestFailure("\(name) in \(ns.name) got no IPv6 link-local route within 5 s") }
+    }
 }
