@@ -45,9 +45,10 @@ public final class LockFile {
 
     deinit { release() }
 
-    /// Drops the lock (idempotent).
+    /// Drops the lock (idempotent). LOCK_UN first: a child forked meanwhile holds a copy of the
+    /// descriptor until it execs, and closing ours alone would leave the lock held through that copy.
     public func release() {
-        if fd >= 0 { close(fd); fd = -1 }
+        if fd >= 0 { flock(fd, LOCK_UN); close(fd); fd = -1 }
     }
 
     /// Opens (creating it 0600 if missing) and locks `path`, waiting at most `timeout` seconds.
