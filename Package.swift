@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "docknfv-init", targets: ["docknfv-init"]),
         .executable(name: "docknfv-dhcp-hook", targets: ["docknfv-dhcp-hook"]),
         .executable(name: "docknfvctl", targets: ["docknfvctl"]),
+        .executable(name: "docknfv", targets: ["docknfv"]),
         .executable(name: "docknfv-bench", targets: ["docknfv-bench"]),
         .library(name: "Routing", targets: ["Routing"]),
         .library(name: "DualHome", targets: ["DualHome"]),
@@ -43,6 +44,10 @@ let package = Package(
         .target(name: "IPSet", dependencies: ["RuleEngine", "CIPSetShim"]),
         .target(name: "IPTables", dependencies: ["RuleEngine", "IPSet", "CNetfilterShim"]),
         .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles"]),
+        .target(name: "PortMap", dependencies: ["RuleEngine"]),
+        .target(name: "ASG", dependencies: ["RuleEngine"]),
+        .target(name: "CNI", dependencies: ["NetTypes", "StateFiles"]),
+        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "StateFiles", "CDockNFVShim"]),
@@ -58,6 +63,8 @@ let package = Package(
         ]),
         // No argument parser and no Foundation: every invocation is a short process (start-up counts).
         .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"]),
+        // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
+        .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"]),
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 
         // Tests.

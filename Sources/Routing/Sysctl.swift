@@ -14,6 +14,8 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
     public static let ipv6ForwardingAll = Sysctl(["net", "ipv6", "conf", "all", "forwarding"])
     public static func ipv6Forwarding(_ interface: String) -> Sysctl { Sysctl(["net", "ipv6", "conf", interface, "forwarding"]) }
     public static func rpFilter(_ interface: String) -> Sysctl { Sysctl(["net", "ipv4", "conf", interface, "rp_filter"]) }
+    /// Lets packets from 127.0.0.0/8 be routed out of `interface` (DNAT of the host's localhost).
+    public static func routeLocalnet(_ interface: String) -> Sysctl { Sysctl(["net", "ipv4", "conf", interface, "route_localnet"]) }
     /// IPv6 router advertisements are ignored once forwarding is on unless accept_ra = 2.
     public static func acceptRA(_ interface: String) -> Sysctl { Sysctl(["net", "ipv6", "conf", interface, "accept_ra"]) }
 

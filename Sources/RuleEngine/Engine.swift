@@ -32,12 +32,12 @@ public struct EngineError: Error, CustomStringConvertible, Sendable {
 
     public var description: String { message }
 
-    /// CNI spec error code: 11 "try again later" for busy, 4 invalid configuration for bad input,
-    /// 100 (the first code the spec leaves to plugins) otherwise.
+    /// CNI spec error code: 11 "try again later" for busy, 7 invalid network configuration for bad
+    /// input, 100 (the first code the spec leaves to plugins) otherwise.
     public var cniCode: Int {
         switch code {
         case .busy: return 11
-        case .invalidInput, .unsupported: return 4
+        case .invalidInput, .unsupported: return 7
         default: return 100
         }
     }

@@ -6,6 +6,9 @@ public enum JSON: Equatable, Sendable {
     case array([JSON])
     case string(String)
     case number(Int)
+    /// A number with a fraction or exponent, kept as written (docknfv's own files never hold one;
+    /// configs from others may, and are passed through unchanged).
+    case decimal(String)
     case bool(Bool)
     case null
 
@@ -15,6 +18,7 @@ public enum JSON: Equatable, Sendable {
         case (.array(let x), .array(let y)): return x == y
         case (.string(let x), .string(let y)): return x == y
         case (.number(let x), .number(let y)): return x == y
+        case (.decimal(let x), .decimal(let y)): return x == y
         case (.bool(let x), .bool(let y)): return x == y
         case (.null, .null): return true
         default: return false
@@ -36,6 +40,7 @@ public enum JSON: Equatable, Sendable {
     public var int: Int? { if case .number(let value) = self { return value }; return nil }
     public var array: [JSON]? { if case .array(let value) = self { return value }; return nil }
     public var members: [(String, JSON)]? { if case .object(let value) = self { return value }; return nil }
+    public var bool: Bool? { if case .bool(let value) = self { return value }; return nil }
 
     // MARK: Reading
 
@@ -99,7 +104,7 @@ public enum JSON: Equatable, Sendable {
             case UInt8(ascii: "t"): try literal("true"); return .bool(true)
             case UInt8(ascii: "f"): try literal("false"); return .bool(false)
             case UInt8(ascii: "n"): try literal("null"); return .null
-            default: return .number(try number())
+            default: return try number()
             }
         }
 
@@ -119,15 +124,31 @@ public enum JSON: Equatable, Sendable {
             for byte in word.utf8 { try expect(byte) }
         }
 
-        mutating func number() throws(ParseError) -> Int {
+        mutating func number() throws(ParseError) -> JSON {
             let start = index
-            if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
-            while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
-            guard index > start, let value = Int(String(decoding: bytes[start..<index], as: UTF8.self)) else {
-                index = start
-                throw fail("expected a value (only integers are used)")
+            func digits() -> Int {
+                let from = index
+                while index < bytes.count, (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(bytes[index]) { index += 1 }
+                return index - from
             }
-            return value
+            if index < bytes.count, bytes[index] == UInt8(ascii: "-") { index += 1 }
+            guard digits() > 0 else { index = start; throw fail("expected a value") }
+            var fraction = false
+            if index < bytes.count, bytes[index] == UInt8(ascii: ".") {
+                index += 1
+                guard digits() > 0 else { throw fail("expected digits after the decimal point") }
+                fraction = true
+            }
+            if index < bytes.count, bytes[index] | 0x20 == UInt8(ascii: "e") {
+                index += 1
+                if index < bytes.count, bytes[index] == UInt8(ascii: "+") || bytes[index] == UInt8(ascii: "-") { index += 1 }
+                guard digits() > 0 else { throw fail("expected digits in the exponent") }
+                fraction = true
+            }
+            let text = String(decoding: bytes[start..<index], as: UTF8.self)
+            if fraction { return .decimal(text) }
+            guard let value = Int(text) else { index = start; throw fail("integer out of range") }
+            return .number(value)
         }
 
         mutating func string() throws(ParseError) -> String {
@@ -201,6 +222,35 @@ public enum JSON: Equatable, Sendable {
         return out
     }
 
+    /// On one line, without spaces (protocol output, e.g. a CNI result).
+    public func compact() -> [UInt8] {
+        var out: [UInt8] = []
+        writeCompact(into: &out)
+        return out
+    }
+
+    func writeCompact(into out: inout [UInt8]) {
+        switch self {
+        case .object(let members):
+            out.append(UInt8(ascii: "{"))
+            for (index, (key, value)) in members.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                Self.quote(key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                value.writeCompact(into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        case .array(let items):
+            out.append(UInt8(ascii: "["))
+            for (index, item) in items.enumerated() {
+                if index > 0 { out.append(UInt8(ascii: ",")) }
+                item.writeCompact(into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        default: write(into: &out, indent: 0)
+        }
+    }
+
     func write(into out: inout [UInt8], indent: Int) {
         func pad(_ level: Int) { out.append(contentsOf: repeatElement(0x20, count: 2 * level)) }
         switch self {
@@ -230,6 +280,7 @@ public enum JSON: Equatable, Sendable {
             out.append(UInt8(ascii: "]"))
         case .string(let text): Self.quote(text, into: &out)
         case .number(let value): out += Array(String(value).utf8)
+        case .decimal(let text): out += Array(text.utf8)
         case .bool(let value): out += Array((value ? "true" : "false").utf8)
         case .null: out += Array("null".utf8)
         }

@@ -1,0 +1,34 @@
+// docknfv: the CNI plugin. Reads the network configuration on stdin and the CNI_* variables,
+// runs one command, prints the result (or the spec's error) on stdout. No Foundation and no
+// argument parser: runtimes start it for every container, so start-up time counts.
+import CNIPlugin
+#if canImport(Glibc)
+import Glibc
+#endif
+
+var environment: [String: String] = [:]
+var cursor = environ
+while let entry = cursor.pointee {
+    let text = String(cString: entry)
+    if let equals = text.firstIndex(of: "=") { environment[String(text[..<equals])] = String(text[text.index(after: equals)...]) }
+    cursor += 1
+}
+
+var input: [UInt8] = []
+var buffer = [UInt8](repeating: 0, count: 65536)
+while true {
+    let count = read(0, &buffer, buffer.count)
+    if count < 0 && errno == EINTR { continue }
+    if count <= 0 { break }
+    input.append(contentsOf: buffer[..<count])
+}
+
+let (output, status) = Plugin(environment: environment).run(stdin: input)
+var written = 0
+while written < output.count {
+    let count = output[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+    if count < 0 && errno == EINTR { continue }
+    if count <= 0 { break }
+    written += count
+}
+exit(status)
