@@ -83,6 +83,7 @@ let package = Package(
         .testTarget(name: "NFTablesTests", dependencies: ["NFTables", "RuleEngine", "NetNS", "TestSupport"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

@@ -39,7 +39,7 @@ public struct CNIResult: Sendable {
             for (index, item) in items.enumerated() {
                 let at = "\(field).ips[\(index)]"
                 guard let text = item["address"]?.string else { throw CNIError.config("\(at).address", "must be a string") }
-                guard let address = InterfaceAddress(text) else { throw CNIError.config("\(at).address", "\"\(text.prefix(60))\" is not an address in CIDR notation") }
+                guard text.contains("/"), let address = InterfaceAddress(text) else { throw CNIError.config("\(at).address", "\"\(text.prefix(60))\" is not an address in CIDR notation") }
                 var gateway: IPAddress?
                 if let value = item["gateway"] {
                     guard let text = value.string, let parsed = IPAddress(text), parsed.family == address.family else {
