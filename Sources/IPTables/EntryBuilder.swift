@@ -1,5 +1,5 @@
 import CNetfilterShim
-import Rules
+import RuleEngine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -13,6 +13,9 @@ public enum IPTablesError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownChain(chain: String, rule: String)
     case targetNotAllowed(target: String, table: String, rule: String)
     case foreignReference(chain: String)
+    case chainName(chain: String, owner: String, prefix: String, max: Int)
+    case policyNotAllowed(chain: String, owner: String)
+    case sharedPrefix(prefix: String, owners: [String])
 
     public var description: String {
         switch self {
@@ -23,6 +26,12 @@ public enum IPTablesError: Error, Equatable, Sendable, CustomStringConvertible {
         case .unknownChain(let chain, let rule): return "rule \"\(rule)\": jumps to chain \(chain), which docknfv does not have"
         case .targetNotAllowed(let target, let table, let rule): return "rule \"\(rule)\": target \(target) is not allowed in table \(table)"
         case .foreignReference(let chain): return "chain \(chain) is referenced by a rule docknfv does not own; remove that rule first"
+        case .chainName(let chain, let owner, let prefix, let max):
+            return "chain \(DisplayText.quoted(chain)) of owner \(owner): x_tables names it \(prefix)<chain> in at most \(ChainNames.maxKernelLength) characters, so at most \(max) letters, digits, -_. (not starting with -)"
+        case .policyNotAllowed(let chain, let owner):
+            return "owner \(owner) cannot set the policy of \(chain): built-in chains are shared by every owner in x_tables, their policies are docknfvctl's only"
+        case .sharedPrefix(let prefix, let owners):
+            return "owners \(owners.joined(separator: " and ")) would share the x_tables chains \(prefix)* (their names hash alike); rename one of them"
         }
     }
 }

@@ -30,32 +30,32 @@ public final class XtablesLock {
 }
 
 extension TableRules {
-    /// Every kernel chain docknfv owns for this table: `DNFV-<chain>` for built-ins with rules and
-    /// for every user chain.
-    var ownedChains: [String] {
+    /// Every kernel chain the owner has in this table: one for each built-in chain with rules and
+    /// one for every user chain.
+    func ownedChains(_ chains: OwnerChains) -> [String] {
         let builtins = table.builtinChains.filter { !(entries[$0] ?? []).isEmpty }
-        return (builtins + allUserChains).map(ChainNames.owned)
+        return (builtins + allUserChains).map(chains.kernelName)
     }
 
-    /// The comment on docknfv's jump rules, so `iptables -S` shows who put them there.
-    static let jumpComment = "docknfv"
-
-    func jumpRule(to builtin: String) -> Rule {
-        Rule(family: family, matches: [.comment(Self.jumpComment)], target: .jump(ChainNames.owned(builtin)))
+    func jumpRule(to builtin: String, _ chains: OwnerChains) -> Rule {
+        Rule(family: family, matches: [.comment(chains.jumpComment)], target: .jump(chains.kernelName(builtin)))
     }
 }
 
-/// Applies, checks and removes docknfv's rules in one (family, table) through libiptc, in the
-/// current thread's network namespace. Only `DNFV-*` chains, the jumps into them (first in each
-/// built-in chain, with comment "docknfv") and the policies docknfv was asked to set are touched.
+/// Applies, checks and removes one owner's rules in one (family, table) through libiptc, in the
+/// current thread's network namespace. Only the owner's chains (`OwnerChains`), its jumps into
+/// them out of the built-in chains (carrying its comment) and the policies it was asked to set
+/// (docknfvctl's only) are touched: never another owner's, never anyone else's.
 public struct TableEngine {
     public var lockPath = XtablesLock.defaultPath
     public var lockTimeout: Double = 10
     /// Commit retries when another writer changed the table in between (EAGAIN).
     public var retries = 5
+    /// Whose rules: docknfvctl's by default.
+    public var chains: OwnerChains
     var builder = EntryBuilder()
 
-    public init() {}
+    public init(owner: Owner = .cli) { chains = OwnerChains(owner) }
 
     /// Makes the table hold `desired`, in one commit. Returns false when it already did (no commit).
     @discardableResult
@@ -68,14 +68,15 @@ public struct TableEngine {
         }
     }
 
-    /// Removes everything docknfv owns in the table and resets the policies it set to ACCEPT.
+    /// Removes everything the owner has in the table and resets the policies it set to ACCEPT.
     @discardableResult
     public func remove(family: IPFamily, table: NetfilterTable, policies: [String] = []) throws -> Bool {
         let empty = TableRules(family: family, table: table)
+        try requirePolicies(policies)
         return try modifyTable(family, table) { handle in
-            let owned = kernelChains(handle, family: family).filter(ChainNames.isOwned)
+            let owned = kernelChains(handle, family: family).filter(chains.owns)
             let resets = policies.filter { (policy(family, $0, handle) ?? "ACCEPT") != "ACCEPT" }
-            if owned.isEmpty && resets.isEmpty && jumpPositions(family, handle, table: table).isEmpty { return false }
+            if try owned.isEmpty && resets.isEmpty && jumpPositions(family, handle, table: table).isEmpty { return false }
             try rewrite(empty, built: [:], handle: handle)
             for chain in resets { try call("iptc_set_policy", chain, family) { dnfv_tc_set_policy(family.addressFamily, chain, "ACCEPT", handle) } }
             return true
@@ -110,6 +111,7 @@ public struct TableEngine {
     typealias Built = [String: [(bytes: [UInt8], target: String, rule: Rule?)]]
 
     func buildAll(_ desired: TableRules) throws -> Built {
+        try requireFits(desired)
         let known = Set(desired.entries.keys).union(desired.userChains).subtracting(desired.table.builtinChains)
         var out: Built = [:]
         for (chain, entries) in desired.entries {
@@ -122,12 +124,12 @@ public struct TableEngine {
                     throw IPTablesError.targetNotAllowed(target: RuleRenderer.targetName(rule.target),
                                                          table: desired.table.rawValue, rule: RuleRenderer.render(rule))
                 }
-                let entry = try builder.build(rule, chainName: ChainNames.owned)
+                let entry = try builder.build(rule, chainName: chains.kernelName)
                 return (entry.bytes, entry.target, rule)
             }
         }
         for builtin in desired.table.builtinChains where !(desired.entries[builtin] ?? []).isEmpty {
-            let entry = try builder.build(desired.jumpRule(to: builtin), chainName: { $0 })
+            let entry = try builder.build(desired.jumpRule(to: builtin, chains), chainName: { $0 })
             out["jump:" + builtin] = [(entry.bytes, entry.target, nil)]
         }
         return out
@@ -218,35 +220,65 @@ public struct TableEngine {
         dnfv_tc_get_policy(family.addressFamily, chain, handle).map { String(cString: $0) }
     }
 
-    /// (built-in chain, 1-based rule numbers) of docknfv's jump rules.
-    func jumpPositions(_ family: IPFamily, _ handle: UnsafeMutableRawPointer, table: NetfilterTable) -> [(String, [Int])] {
-        table.builtinChains.compactMap { chain in
+    /// (built-in chain, 0-based rule positions) of the owner's jump rules: into the owner's chain
+    /// for that built-in chain, carrying the owner's comment. A foreign rule that happens to jump
+    /// into an owner's chain is not the owner's and is never deleted; another owner's jump into it
+    /// (their names hash alike) is refused.
+    func jumpPositions(_ family: IPFamily, _ handle: UnsafeMutableRawPointer, table: NetfilterTable) throws -> [(String, [Int])] {
+        try table.builtinChains.compactMap { chain in
             guard dnfv_tc_is_chain(family.addressFamily, chain, handle) != 0 else { return nil }
-            let positions = rules(family, chain, handle).enumerated()
-                .filter { isOurJump($0.element, from: chain, family: family) }.map { $0.offset }
+            let target = chains.kernelName(chain)
+            var positions: [Int] = []
+            for (index, rule) in rules(family, chain, handle).enumerated() where rule.target == target {
+                let comment = comment(of: rule.entry, family: family)
+                if comment == chains.jumpComment { positions.append(index) }
+                else if chains.owner != .cli, let other = comment, other.hasPrefix("docknfv ") {
+                    throw IPTablesError.sharedPrefix(prefix: chains.prefix, owners: [chains.owner.name, String(other.dropFirst(8))])
+                }
+            }
             return positions.isEmpty ? nil : (chain, positions)
         }
     }
 
-    /// docknfv's jump: into DNFV-<that built-in chain>, carrying docknfv's comment. A foreign rule
-    /// that happens to jump into a docknfv chain is not ours and is never deleted.
-    func isOurJump(_ rule: (entry: UnsafeRawPointer, target: String), from chain: String, family: IPFamily) -> Bool {
-        guard rule.target == ChainNames.owned(chain) else { return false }
+    /// The text of a rule's comment match, if it has one.
+    func comment(of entry: UnsafeRawPointer, family: IPFamily) -> String? {
         var size = 0
-        guard let comment = dnfv_entry_find_match(family.addressFamily, rule.entry, "comment", &size) else { return false }
-        let text = comment.withMemoryRebound(to: CChar.self, capacity: size) { String(cString: $0) }
-        return text == TableRules.jumpComment
+        guard let comment = dnfv_entry_find_match(family.addressFamily, entry, "comment", &size) else { return nil }
+        return comment.withMemoryRebound(to: CChar.self, capacity: size) { String(cString: $0) }
+    }
+
+    /// Where an owner's missing jump goes: first for docknfvctl's; for another owner's, first too
+    /// unless docknfvctl's is, then right after it (docknfvctl's stays first, nobody drifts).
+    func jumpInsertPosition(_ family: IPFamily, _ builtin: String, _ handle: UnsafeMutableRawPointer) -> UInt32 {
+        let cli = OwnerChains(.cli)
+        guard chains.owner != .cli, let first = rules(family, builtin, handle).first, first.target == cli.kernelName(builtin),
+              comment(of: first.entry, family: family) == cli.jumpComment else { return 0 }
+        return 1
+    }
+
+    /// What the owner's chain names allow: user chain names short enough for its prefix, and
+    /// policies only for docknfvctl (every owner shares the built-in chains).
+    public func requireFits(_ desired: TableRules) throws {
+        try requirePolicies(Array(desired.policies.keys))
+        for chain in desired.allUserChains where !chains.isValidUserChain(chain) {
+            throw IPTablesError.chainName(chain: chain, owner: chains.owner.name, prefix: chains.prefix, max: chains.maxChainLength)
+        }
+    }
+
+    func requirePolicies(_ builtins: [String]) throws {
+        guard chains.owner != .cli, let chain = builtins.sorted().first else { return }
+        throw IPTablesError.policyNotAllowed(chain: chain, owner: chains.owner.name)
     }
 
     /// `firstOnly`: stop at the first difference (apply only needs to know whether to commit).
     func drift(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer, firstOnly: Bool = false) throws -> TableDrift {
         let family = desired.family
         var drift = TableDrift()
-        let owned = Set(kernelChains(handle, family: family).filter(ChainNames.isOwned))
-        let wanted = Set(desired.ownedChains)
-        for chain in owned.subtracting(wanted).sorted() { drift.items.append(.unexpectedChain(chain)) }
-        for kernelChain in desired.ownedChains {
-            let chain = ChainNames.userChain(ofOwned: kernelChain)!
+        let owned = Set(kernelChains(handle, family: family).filter(chains.owns))
+        let ownedChains = desired.ownedChains(chains)
+        for chain in owned.subtracting(ownedChains).sorted() { drift.items.append(.unexpectedChain(chain)) }
+        for kernelChain in ownedChains {
+            let chain = chains.chain(ofKernel: kernelChain)!
             let want = built[chain] ?? []
             guard owned.contains(kernelChain) else {
                 drift.items.append(.missingChain(kernelChain))
@@ -266,11 +298,14 @@ public struct TableEngine {
             }
             if have.count > want.count { drift.items.append(.unexpectedRules(chain: kernelChain, count: have.count - want.count)) }
         }
-        let jumpsByChain = Dictionary(uniqueKeysWithValues: jumpPositions(family, handle, table: desired.table))
+        let jumpsByChain = Dictionary(uniqueKeysWithValues: try jumpPositions(family, handle, table: desired.table))
         for builtin in desired.table.builtinChains {
             let jumps = jumpsByChain[builtin] ?? []
             let wantJump = !(desired.entries[builtin] ?? []).isEmpty
-            if wantJump && jumps != [0] { drift.items.append(.missingJump(from: builtin)) }
+            if wantJump && !chains.jumpInPlace(jumps) {
+                // docknfvctl's misplaced jump is missing from the top; another owner's is only ever there twice.
+                drift.items.append(jumps.isEmpty || chains.owner == .cli ? .missingJump(from: builtin) : .unexpectedJump(from: builtin))
+            }
             if !wantJump && !jumps.isEmpty { drift.items.append(.unexpectedJump(from: builtin)) }
         }
         for (chain, wantedPolicy) in desired.policies.sorted(by: { $0.key < $1.key }) where policy(family, chain, handle) != wantedPolicy {
@@ -279,35 +314,39 @@ public struct TableEngine {
         return drift
     }
 
-    /// Replaces docknfv's part of the table in the handle (nothing reaches the kernel before commit).
+    /// Replaces the owner's part of the table in the handle (nothing reaches the kernel before commit).
     func rewrite(_ desired: TableRules, built: Built, handle: UnsafeMutableRawPointer) throws {
         let family = desired.family
-        // 1. docknfv's jumps out of the built-in chains (highest position first).
-        for (chain, positions) in jumpPositions(family, handle, table: desired.table) {
+        // 1. The owner's jumps out of the built-in chains (highest position first), except one
+        //    already in place that stays wanted.
+        var kept = Set<String>()
+        for (chain, positions) in try jumpPositions(family, handle, table: desired.table) {
+            if built["jump:" + chain] != nil && chains.jumpInPlace(positions) { kept.insert(chain); continue }
             for position in positions.reversed() {
                 try call("iptc_delete_num_entry", "\(chain) rule \(position + 1)", family) {
                     dnfv_tc_delete_num(family.addressFamily, chain, UInt32(position), handle)
                 }
             }
         }
-        // 2. Empty every docknfv chain, then delete the ones no longer wanted.
-        let owned = kernelChains(handle, family: family).filter(ChainNames.isOwned)
+        // 2. Empty every chain of the owner, then delete the ones no longer wanted.
+        let owned = kernelChains(handle, family: family).filter(chains.owns)
         for chain in owned {
             try call("iptc_flush_entries", chain, family) { dnfv_tc_flush_entries(family.addressFamily, chain, handle) }
         }
-        let wanted = Set(desired.ownedChains)
+        let ownedChains = desired.ownedChains(chains)
+        let wanted = Set(ownedChains)
         for chain in owned where !wanted.contains(chain) {
             if dnfv_tc_delete_chain(family.addressFamily, chain, handle) == 0 {
                 if errno == EMLINK || errno == EBUSY { throw IPTablesError.foreignReference(chain: chain) }
                 try call("iptc_delete_chain", chain, family) { 0 }
             }
         }
-        // 3. Create what is missing and fill every docknfv chain.
-        for chain in desired.ownedChains where dnfv_tc_is_chain(family.addressFamily, chain, handle) == 0 {
+        // 3. Create what is missing and fill every chain of the owner.
+        for chain in ownedChains where dnfv_tc_is_chain(family.addressFamily, chain, handle) == 0 {
             try call("iptc_create_chain", chain, family) { dnfv_tc_create_chain(family.addressFamily, chain, handle) }
         }
-        for kernelChain in desired.ownedChains {
-            let chain = ChainNames.userChain(ofOwned: kernelChain)!
+        for kernelChain in ownedChains {
+            let chain = chains.chain(ofKernel: kernelChain)!
             for rule in built[chain] ?? [] {
                 try rule.bytes.withUnsafeBytes { raw in
                     try call("iptc_append_entry", "\(kernelChain): \(rule.rule.map(RuleRenderer.render) ?? "")", family) {
@@ -316,12 +355,13 @@ public struct TableEngine {
                 }
             }
         }
-        // 4. Jump into docknfv's chain first thing in each built-in chain that has rules.
-        for builtin in desired.table.builtinChains {
+        // 4. A jump into the owner's chain, at the top, in each built-in chain that has rules and lacks one.
+        for builtin in desired.table.builtinChains where !kept.contains(builtin) {
             guard let jump = built["jump:" + builtin]?.first else { continue }
+            let position = jumpInsertPosition(family, builtin, handle)
             try jump.bytes.withUnsafeBytes { raw in
-                try call("iptc_insert_entry", "\(builtin) → \(ChainNames.owned(builtin))", family) {
-                    dnfv_tc_insert(family.addressFamily, builtin, raw.baseAddress, 0, handle)
+                try call("iptc_insert_entry", "\(builtin) → \(chains.kernelName(builtin))", family) {
+                    dnfv_tc_insert(family.addressFamily, builtin, raw.baseAddress, position, handle)
                 }
             }
         }
@@ -336,19 +376,21 @@ extension TableEngine {
     /// Whether legacy x_tables holds any rule, user chain or non-ACCEPT policy in this namespace
     /// (anyone's). Only tables the namespace has instantiated are read, so none is created.
     public func holdsAnyRules() -> Bool {
-        for (family, file) in [(IPFamily.v4, "ip_tables_names"), (.v6, "ip6_tables_names")] {
-            for name in Self.lines("/proc/thread-self/net/\(file)") {
-                guard let table = NetfilterTable(rawValue: name) else { continue }
-                let busy = (try? readTable(family, table) { handle -> Bool in
-                    kernelChains(handle, family: family).contains { chain in
-                        !table.builtinChains.contains(chain) || !rules(family, chain, handle).isEmpty
-                            || (policy(family, chain, handle) ?? "ACCEPT") != "ACCEPT"
-                    }
-                }) ?? false
-                if busy { return true }
-            }
+        Self.instantiatedTables().contains { key in
+            (try? readTable(key.family, key.table) { handle -> Bool in
+                kernelChains(handle, family: key.family).contains { chain in
+                    !key.table.builtinChains.contains(chain) || !rules(key.family, chain, handle).isEmpty
+                        || (policy(key.family, chain, handle) ?? "ACCEPT") != "ACCEPT"
+                }
+            }) ?? false
         }
-        return false
+    }
+
+    /// The (family, table)s this namespace has instantiated (reading another would create it).
+    public static func instantiatedTables() -> [TableKey] {
+        [(IPFamily.v4, "ip_tables_names"), (.v6, "ip6_tables_names")].flatMap { family, file in
+            lines("/proc/thread-self/net/\(file)").compactMap { NetfilterTable(rawValue: $0).map { TableKey(family, $0) } }
+        }
     }
 
     static func lines(_ path: String) -> [String] {

@@ -4,21 +4,30 @@ import RuleEngine
 import Glibc
 #endif
 
-/// The x_tables backend: docknfv's rules in legacy x_tables through libiptc (one commit per
-/// family and table, under the xtables lock), its sets as ipsets over nfnetlink. Only the default
-/// owner is supported: x_tables has no tables of docknfv's own to keep owners apart.
+/// The x_tables backend: each owner's rules in legacy x_tables through libiptc (one commit per
+/// family and table, under the xtables lock), its sets as ipsets over nfnetlink. x_tables has no
+/// tables of docknfv's own: owners are kept apart by their chains' names (`OwnerChains`) and the
+/// comments on their jumps out of the built-in chains they share, whose policies stay docknfvctl's.
+/// ipset names are global to the namespace: callers name each owner's sets apart.
 public struct XTablesBackend: RuleBackend {
     public var kind: BackendKind { .iptables }
     public var name: String { "legacy x_tables through libiptc (chains DNFV-*), ipsets" }
+    /// Settings (lock, retries); each call works with a copy for the ruleset's owner.
     public var engine = TableEngine()
 
     public init() {}
 
+    func engine(for owner: Owner) -> TableEngine {
+        var engine = engine
+        engine.chains = OwnerChains(owner)
+        return engine
+    }
+
     /// Builds the entries of the rules not already in a state docknfv wrote (the others were built
     /// when they were added; `apply` builds them all anyway, before anything is committed).
     public func validate(_ desired: Ruleset) throws {
-        try requireDefaultOwner(desired.owner)
         try desired.validate()
+        let engine = engine(for: desired.owner)
         let pending = Set(desired.sets.keys)
         for table in desired.tables {
             var fresh = table
@@ -30,8 +39,9 @@ public struct XTablesBackend: RuleBackend {
     }
 
     public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
-        try requireDefaultOwner(desired.owner)
         try desired.validate()
+        let engine = engine(for: desired.owner)
+        for table in desired.tables { try wrap { try engine.requireFits(table) } }
         var tables = desired.tables
         // A rule may only match on a set docknfv manages (or one that exists already).
         for name in try desired.referencedSets().sorted() where desired.sets[name] == nil && !IPSet.exists(name) {
@@ -40,8 +50,9 @@ public struct XTablesBackend: RuleBackend {
         // Tables the previous ruleset used but this one does not: apply them empty (cleans them up).
         let wanted = Set(tables.map(\.key))
         for stale in previous.tables where !wanted.contains(stale.key) { tables.append(TableRules(family: stale.family, table: stale.table)) }
-        // Policies docknfv set before and no longer wants go back to the kernel default, ACCEPT.
-        for old in previous.tables {
+        // Policies docknfv set before and no longer wants go back to the kernel default, ACCEPT
+        // (only docknfvctl's rulesets have policies).
+        for old in previous.tables where desired.owner == .cli {
             for chain in old.policies.keys {
                 guard let index = tables.firstIndex(where: { $0.key == old.key }), tables[index].policies[chain] == nil else { continue }
                 tables[index].policies[chain] = "ACCEPT"
@@ -85,6 +96,7 @@ public struct XTablesBackend: RuleBackend {
 
     public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {
         try validate(desired)
+        let engine = engine(for: desired.owner)
         var out = try desired.tables.map { table in (table.key, try wrap { try engine.check(table) }) }
         func report(_ item: DriftItem, at key: TableKey) {
             if let index = out.firstIndex(where: { $0.0 == key }) { out[index].1.items.append(item) } else { out.append((key, TableDrift(items: [item]))) }
@@ -106,11 +118,16 @@ public struct XTablesBackend: RuleBackend {
         return out
     }
 
+    /// Every table `previous` used and every table the namespace has is cleared of the owner's
+    /// chains and jumps, so the owner alone is enough (a CNI DEL may come without its state).
+    /// Only the sets `previous` names are destroyed: ipset names say nothing of their owner.
     public func remove(_ previous: Ruleset) throws -> Bool {
-        try requireDefaultOwner(previous.owner)
+        let engine = engine(for: previous.owner)
+        var policies: [TableKey: [String]] = [:]
+        for table in previous.tables where previous.owner == .cli { policies[table.key, default: []] += table.policies.keys }
         var changed = false
-        for table in previous.tables {
-            changed = try wrap { try engine.remove(family: table.family, table: table.table, policies: Array(table.policies.keys)) } || changed
+        for key in Set(previous.tables.map(\.key) + TableEngine.instantiatedTables()).sorted() {
+            changed = try wrap { try engine.remove(family: key.family, table: key.table, policies: policies[key] ?? []) } || changed
         }
         for name in previous.sets.keys.sorted() where IPSet.exists(name) {
             try wrap { try IPSet.destroy(name) }
@@ -120,10 +137,6 @@ public struct XTablesBackend: RuleBackend {
     }
 
     public func namespaceHoldsRules() -> Bool { engine.holdsAnyRules() }
-
-    func requireDefaultOwner(_ owner: Owner) throws {
-        guard owner == .cli else { throw EngineError(.unsupported, "the x_tables backend keeps only docknfvctl's rules; owner \(owner) needs --backend nftables") }
-    }
 
     static func kernelHolds(_ name: String, _ spec: SetSpec) -> Bool {
         guard let listing = try? IPSet.list(name) else { return false }
@@ -149,9 +162,10 @@ public struct XTablesBackend: RuleBackend {
         if let error = error as? EngineError { return error }
         if let error = error as? IPTablesError {
             switch error {
-            case .build, .unknownChain, .targetNotAllowed: return EngineError(.invalidInput, error.description, cause: error)
+            case .build, .unknownChain, .targetNotAllowed, .chainName: return EngineError(.invalidInput, error.description, cause: error)
+            case .policyNotAllowed: return EngineError(.unsupported, error.description, cause: error)
             case .lockTimeout: return EngineError(.busy, error.description, cause: error)
-            case .foreignReference: return EngineError(.conflict, error.description, cause: error)
+            case .foreignReference, .sharedPrefix: return EngineError(.conflict, error.description, cause: error)
             case .lock: return EngineError(.io, error.description, cause: error)
             case .libiptc(_, _, _, let errno):
                 return EngineError(errno == EPERM || errno == EACCES ? .permission : errno == EAGAIN ? .busy : .kernel, error.description, cause: error)

@@ -84,7 +84,7 @@ public enum DriftItem: Sendable, Equatable, CustomStringConvertible {
         case .unexpectedChain(let chain): return "chain \(chain)"
         case .missingRule(let chain, let position, let rule): return "-A \(chain) \(rule) (position \(position))"
         case .unexpectedRules(let chain, let count): return "\(count) extra rule(s) in \(chain)"
-        case .missingJump(let chain): return "jump from \(chain) to docknfv's chain as its first rule"
+        case .missingJump(let chain): return "jump from \(chain) to docknfv's chain (docknfvctl's as its first rule)"
         case .unexpectedJump(let chain): return "jump from \(chain) to a docknfv chain"
         case .policy(let chain, let wanted): return "policy \(chain) \(wanted)"
         case .missingSet(let name): return "set \(name)"

@@ -939,7 +939,10 @@ public enum ChainNames {
     }
 
     /// A user chain name docknfv can own: letters, digits, `-`, `_`, `.`, short enough to fit the prefix.
-    public static func isValidUserChain(_ name: String) -> Bool {
+    public static func isValidUserChain(_ name: String) -> Bool { isValidUserChain(name, prefix: prefix) }
+
+    /// As above, for the prefix of another owner's chains in x_tables.
+    public static func isValidUserChain(_ name: String, prefix: String) -> Bool {
         !name.isEmpty && name.utf8.count + prefix.utf8.count <= maxKernelLength && !name.hasPrefix("-") && !name.hasPrefix("!")
             && name.allSatisfy { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) }
     }
