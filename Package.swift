@@ -44,10 +44,11 @@ let package = Package(
         .target(name: "IPSet", dependencies: ["RuleEngine", "CIPSetShim"]),
         .target(name: "IPTables", dependencies: ["RuleEngine", "IPSet", "CNetfilterShim"]),
         .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles"]),
+        .target(name: "Conntrack", dependencies: ["NetTypes", "CLibMNL"]),
         .target(name: "PortMap", dependencies: ["RuleEngine"]),
         .target(name: "ASG", dependencies: ["RuleEngine"]),
         .target(name: "CNI", dependencies: ["NetTypes", "StateFiles"]),
-        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
+        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "StateFiles", "CDockNFVShim"]),
@@ -83,7 +84,7 @@ let package = Package(
         .testTarget(name: "NFTablesTests", dependencies: ["NFTables", "RuleEngine", "NetNS", "TestSupport"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

@@ -1,4 +1,5 @@
 import CNI
+import Conntrack
 import NetTypes
 import DualHome
 import NetNS
@@ -213,6 +214,14 @@ public struct Plugin {
                 if selector.legacyUsable() && XTablesInventory.holdsRules() { _ = try BackendSelector.backend(.iptables).remove(Ruleset(owner: owner)) }
             }
         } catch { throw Self.cniError(error, doing: "DEL") }
+        // A UDP flow that keeps sending would keep its DNAT to the removed container: forget it
+        // (best effort: without ctnetlink the flow ends when it goes idle).
+        if let record {
+            let sources = Set(record.addresses.map(\.address))
+            for mapping in record.portMappings where mapping.proto == .udp {
+                _ = try? Conntrack.delete(proto: 17, originalDestinationPort: mapping.hostPort, replySources: sources)
+            }
+        }
         guard let netns = netns ?? record?.netns else { return }
         let ifname = attachment.id.ifname
         let side = record?.side ?? config.side

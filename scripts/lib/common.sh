@@ -7,7 +7,7 @@ export PATH="/opt/swift/usr/bin:$PATH:/usr/sbin:/sbin"
 # Debian packages needed to build docknfv (C libraries it links against).
 BUILD_PACKAGES=(pkg-config libnl-3-dev libnl-route-3-dev libiptc-dev libmnl-dev libnftnl-dev)
 # Tools the demo and the tests use as peers and oracles.
-RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps util-linux socat)
+RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps util-linux socat conntrack busybox-static)
 # Real peers of the end-to-end tests.
 PEER_PACKAGES=(dnsmasq-base isc-dhcp-client openvpn openssl)
 
