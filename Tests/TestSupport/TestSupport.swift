@@ -47,8 +47,12 @@ public final class TestNamespace: @unchecked Sendable { // immutable after init
     public let name: String
     public var path: String { NetworkNamespace.path(named: name) }
 
+    /// `dnfvt-` (what scripts/test clears), or $DOCKNFV_TEST_NETNS_PREFIX to keep a run's namespaces
+    /// apart from another's.
+    static let prefix = ProcessInfo.processInfo.environment["DOCKNFV_TEST_NETNS_PREFIX"] ?? "dnfvt-"
+
     public init(_ role: String = "ns") throws {
-        name = "dnfvt-\(role.prefix(6))-\(UInt32.random(in: 0..<UInt32.max) % 1_000_000)"
+        name = "\(Self.prefix)\(role.prefix(6))-\(UInt32.random(in: 0..<UInt32.max) % 1_000_000)"
         try TestSupport.mustRun(["ip", "netns", "add", name])
         try TestSupport.mustRun(["ip", "-n", name, "link", "set", "lo", "up"])
     }
