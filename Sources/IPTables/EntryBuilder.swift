@@ -205,6 +205,39 @@ struct EntryBuilder {
                     info.flags |= UInt8(IPRANGE_DST) | (d.inverted ? UInt8(IPRANGE_DST_INV) : 0)
                 }
             }
+        case .addrtype(let addrtype):
+            // Revision 1 (revision 0 is IPv4 only and has no interface limits).
+            try add(entry, "addrtype", 1, xt_addrtype_info_v1.self, text: text) { info in
+                if let s = addrtype.source {
+                    info.source = s.value.rawValue
+                    if s.inverted { info.flags |= UInt32(XT_ADDRTYPE_INVERT_SOURCE) }
+                }
+                if let d = addrtype.destination {
+                    info.dest = d.value.rawValue
+                    if d.inverted { info.flags |= UInt32(XT_ADDRTYPE_INVERT_DEST) }
+                }
+                switch addrtype.limit {
+                case .input: info.flags |= UInt32(XT_ADDRTYPE_LIMIT_IFACE_IN)
+                case .output: info.flags |= UInt32(XT_ADDRTYPE_LIMIT_IFACE_OUT)
+                case nil: break
+                }
+            }
+        case .owner(let owner):
+            try add(entry, "owner", 1, xt_owner_match_info.self, text: text) { info in
+                func flag(_ bit: UInt8, inverted: Bool) {
+                    info.match |= bit
+                    if inverted { info.invert |= bit }
+                }
+                if let uid = owner.uid {
+                    info.uid_min = uid.value.lowerBound; info.uid_max = uid.value.upperBound
+                    flag(UInt8(XT_OWNER_UID), inverted: uid.inverted)
+                }
+                if let gid = owner.gid {
+                    info.gid_min = gid.value.lowerBound; info.gid_max = gid.value.upperBound
+                    flag(UInt8(XT_OWNER_GID), inverted: gid.inverted)
+                }
+                if let exists = owner.socketExists { flag(UInt8(XT_OWNER_SOCKET), inverted: !exists) }
+            }
         }
     }
 

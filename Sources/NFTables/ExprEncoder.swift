@@ -80,6 +80,8 @@ enum ExprEncoder {
             if flags != 0 { u32(e, NFTNL_EXPR_REDIR_FLAGS, flags) }
         case .rt(let key, let dreg):
             u32(e, NFTNL_EXPR_RT_KEY, key); u32(e, NFTNL_EXPR_RT_DREG, dreg)
+        case .fib(let result, let flags, let dreg):
+            u32(e, NFTNL_EXPR_FIB_RESULT, result); u32(e, NFTNL_EXPR_FIB_FLAGS, flags); u32(e, NFTNL_EXPR_FIB_DREG, dreg)
         case .byteorderHton(let sreg, let dreg, let length, let size):
             u32(e, NFTNL_EXPR_BYTEORDER_SREG, sreg); u32(e, NFTNL_EXPR_BYTEORDER_DREG, dreg)
             u32(e, NFTNL_EXPR_BYTEORDER_OP, 1) // NFT_BYTEORDER_HTON

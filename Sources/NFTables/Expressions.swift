@@ -29,6 +29,8 @@ enum NFTExpr: Equatable, Sendable {
     case masq(protoMin: UInt32?, protoMax: UInt32?, flags: UInt32)
     case redir(protoMin: UInt32?, protoMax: UInt32?, flags: UInt32)
     case rt(key: UInt32, dreg: UInt32)
+    /// A route lookup for the packet's address (`flags`: NFTA_FIB_F_*); `result` says what it yields.
+    case fib(result: UInt32, flags: UInt32, dreg: UInt32)
     case byteorderHton(sreg: UInt32, dreg: UInt32, length: UInt32, size: UInt32)
     case tcpOptionWrite(type: UInt8, offset: UInt32, length: UInt32, sreg: UInt32)
 
@@ -63,6 +65,7 @@ enum NFTExpr: Equatable, Sendable {
         case .masq: return "masq"
         case .redir: return "redir"
         case .rt: return "rt"
+        case .fib: return "fib"
         case .byteorderHton: return "byteorder"
         case .tcpOptionWrite: return "exthdr"
         }
@@ -74,9 +77,13 @@ enum NFT {
     static let reg1: UInt32 = 1, reg2: UInt32 = 2, reg3: UInt32 = 3, reg4: UInt32 = 4
     /// NFT_REG32_00: the 4-byte registers that concatenations are loaded into.
     static let reg32_00: UInt32 = 8
-    static let metaMark: UInt32 = 3, metaIifname: UInt32 = 6, metaOifname: UInt32 = 7, metaL4proto: UInt32 = 16
+    static let metaMark: UInt32 = 3, metaIifname: UInt32 = 6, metaOifname: UInt32 = 7, metaSkuid: UInt32 = 10, metaSkgid: UInt32 = 11
+    static let metaL4proto: UInt32 = 16
     static let ctState: UInt32 = 0, ctStatus: UInt32 = 2
     static let rtTCPMSS: UInt32 = 3
+    /// NFT_FIB_RESULT_ADDRTYPE (the RTN_* type, host order) and the NFTA_FIB_F_* flags.
+    static let fibResultAddrtype: UInt32 = 3
+    static let fibSaddr: UInt32 = 1 << 0, fibDaddr: UInt32 = 1 << 1, fibIIF: UInt32 = 1 << 3, fibOIF: UInt32 = 1 << 4
     static let rejectICMP: UInt32 = 0, rejectTCPReset: UInt32 = 1
     static let natSNAT: UInt32 = 0, natDNAT: UInt32 = 1
     /// NF_NAT_RANGE_* flags.
@@ -85,8 +92,8 @@ enum NFT {
     /// NFT_SET_* flags.
     static let setAnonymous: UInt32 = 1, setConstant: UInt32 = 2, setInterval: UInt32 = 4
     static let elemIntervalEnd: UInt32 = 1
-    /// nft's datatype ids (shown by `nft list`): ipv4_addr, ipv6_addr, inet_proto, inet_service.
-    static let typeIPv4: UInt32 = 7, typeIPv6: UInt32 = 8, typeProto: UInt32 = 12, typeService: UInt32 = 13
+    /// nft's datatype ids (shown by `nft list`): ipv4_addr, ipv6_addr, inet_proto, inet_service, fib_addrtype.
+    static let typeIPv4: UInt32 = 7, typeIPv6: UInt32 = 8, typeProto: UInt32 = 12, typeService: UInt32 = 13, typeFibAddr: UInt32 = 38
 
     static func family(_ family: IPFamily) -> UInt16 { family == .v4 ? 2 : 10 } // NFPROTO_IPV4 / NFPROTO_IPV6
 }
@@ -95,6 +102,7 @@ enum NFT {
 /// host order (mark, ct state).
 enum Bytes {
     static func be16(_ value: UInt16) -> [UInt8] { [UInt8(value >> 8), UInt8(value & 0xff)] }
+    static func be32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value.bigEndian) { Array($0) } }
     static func host32(_ value: UInt32) -> [UInt8] { withUnsafeBytes(of: value) { Array($0) } }
     /// A 4-byte register slot holding `bytes` (concatenations and immediates are register-sized).
     static func padded(_ bytes: [UInt8]) -> [UInt8] { bytes + [UInt8](repeating: 0, count: (4 - bytes.count % 4) % 4) }

@@ -245,8 +245,8 @@ struct BatchBuilder {
         var setIDs: [UInt32] = []
         for anonymous in translated.anonymousSets {
             let id = nextSetID; nextSetID += 1; setIDs.append(id)
-            let shape = SetShape(keyType: anonymous.keyType, keyLength: anonymous.keyLength, interval: true)
-            addSet(name: "__set%d", shape: shape, id: id, family: family, anonymous: true)
+            let shape = SetShape(keyType: anonymous.keyType, keyLength: anonymous.keyLength, interval: anonymous.interval)
+            addSet(name: "__set%d", shape: shape, id: id, family: family, anonymous: true, hostOrderKeys: anonymous.hostOrder)
             elements(NFT_MSG_NEWSETELEM, name: "__set%d", id: id, shape: shape, ranges: anonymous.ranges, family: family)
         }
         var flags = Int32(NLM_F_CREATE)
@@ -268,9 +268,9 @@ struct BatchBuilder {
         }
     }
 
-    func addSet(name: String, shape: SetShape, id: UInt32?, family: IPFamily, anonymous: Bool) {
+    func addSet(name: String, shape: SetShape, id: UInt32?, family: IPFamily, anonymous: Bool, hostOrderKeys: Bool = false) {
         let table = self.table
-        batch.add(NFT_MSG_NEWSET, family: NFT.family(family), flags: Int32(NLM_F_CREATE), anonymous ? "a rule's port list" : "set \(name)") { nlh in
+        batch.add(NFT_MSG_NEWSET, family: NFT.family(family), flags: Int32(NLM_F_CREATE), anonymous ? "a rule's list" : "set \(name)") { nlh in
             let s = nftnl_set_alloc()!; defer { nftnl_set_free(s) }
             _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
             _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)
@@ -281,6 +281,12 @@ struct BatchBuilder {
             if anonymous { flags |= NFT.setAnonymous | NFT.setConstant }
             nftnl_set_set_u32(s, UInt16(NFTNL_SET_FLAGS.rawValue), flags)
             if let id { nftnl_set_set_u32(s, UInt16(NFTNL_SET_ID.rawValue), id) }
+            if hostOrderKeys {
+                // nft reads a set's key byte order from its user data (NFTNL_UDATA_SET_KEYBYTEORDER:
+                // 1, host order); without it `nft list` shows such keys byte-swapped.
+                let userdata: [UInt8] = [0, 4] + Bytes.host32(1)
+                _ = userdata.withUnsafeBytes { nftnl_set_set_data(s, UInt16(NFTNL_SET_USERDATA.rawValue), $0.baseAddress, UInt32($0.count)) }
+            }
             nftnl_set_nlmsg_build_payload(nlh, s)
         }
     }
@@ -294,7 +300,7 @@ struct BatchBuilder {
             start += chunk.count
             let verb = type == NFT_MSG_NEWSETELEM ? "adding" : "deleting"
             batch.add(type, family: NFT.family(family), flags: type == NFT_MSG_NEWSETELEM ? Int32(NLM_F_CREATE) : 0,
-                      "\(verb) \(chunk.count) element(s) of set \(id == nil ? name : "of a rule's port list")") { nlh in
+                      "\(verb) \(chunk.count) element(s) of set \(id == nil ? name : "of a rule's list")") { nlh in
                 let s = nftnl_set_alloc()!; defer { nftnl_set_free(s) }
                 _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_TABLE.rawValue), table)
                 _ = nftnl_set_set_str(s, UInt16(NFTNL_SET_NAME.rawValue), name)

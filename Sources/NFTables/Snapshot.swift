@@ -89,7 +89,7 @@ extension NFNetlink {
             defer { nftnl_set_free(set) }
             guard nftnl_set_nlmsg_parse(nlh, set) >= 0, String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_TABLE.rawValue))) == table else { return }
             let flags = nftnl_set_is_set(set, UInt16(NFTNL_SET_FLAGS.rawValue)) ? nftnl_set_get_u32(set, UInt16(NFTNL_SET_FLAGS.rawValue)) : 0
-            guard flags & NFT.setAnonymous == 0 else { return } // a rule's own set (multiport), not a named one
+            guard flags & NFT.setAnonymous == 0 else { return } // a rule's own set (multiport, addrtype), not a named one
             setNames.append((String(cString: nftnl_set_get_str(set, UInt16(NFTNL_SET_NAME.rawValue))),
                              SetShape(keyType: nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_TYPE.rawValue)),
                                       keyLength: nftnl_set_get_u32(set, UInt16(NFTNL_SET_KEY_LEN.rawValue)), interval: flags & NFT.setInterval != 0)))

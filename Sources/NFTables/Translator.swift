@@ -1,14 +1,20 @@
 import RuleEngine
 
-/// An anonymous set a rule carries with it (a multiport list becomes `tcp dport { 22, 80-90 }`).
+/// An anonymous set a rule carries with it (a multiport list becomes `tcp dport { 22, 80-90 }`,
+/// several address types `fib daddr type { local, broadcast }`).
 struct AnonymousSet: Equatable, Sendable {
     var keyType: UInt32
     var keyLength: UInt32
+    /// An interval set, or a plain one (each range's first == last).
+    var interval = true
+    /// Keys in host byte order (route types), not network order (ports).
+    var hostOrder = false
     /// Inclusive ranges of keys, sorted and disjoint.
     var ranges: [(first: [UInt8], last: [UInt8])]
 
     static func == (a: AnonymousSet, b: AnonymousSet) -> Bool {
-        a.keyType == b.keyType && a.keyLength == b.keyLength && a.ranges.elementsEqual(b.ranges) { $0.first == $1.first && $0.last == $1.last }
+        a.keyType == b.keyType && a.keyLength == b.keyLength && a.interval == b.interval && a.hostOrder == b.hostOrder
+            && a.ranges.elementsEqual(b.ranges) { $0.first == $1.first && $0.last == $1.last }
     }
 }
 
@@ -105,6 +111,10 @@ struct Translator {
                     out.expressions += [.payload(base: .network, offset: offset, length: UInt32(family.byteCount), dreg: NFT.reg1),
                                         .range(inverted: selector.inverted, sreg: NFT.reg1, from: selector.value.first.bytes, to: selector.value.last.bytes)]
                 }
+            case .addrtype(let match):
+                try out.expressions += addrtype(match, family: family, sets: &out.anonymousSets, refuse: refuse)
+            case .owner(let match):
+                try out.expressions += owner(match, refuse: refuse)
             }
         }
         if comments.count > 1 { throw refuse("more than one comment") }
@@ -216,6 +226,53 @@ struct Translator {
                     .payload(base: .transport, offset: match.directions[1] == .src ? 0 : 2, length: 2, dreg: next + 1),
                     .lookup(sreg: NFT.reg1, set: match.name, setID: nil, inverted: match.inverted)]
         }
+    }
+
+    /// `fib saddr|daddr [. iif|. oif] type`, compared with the RTN_* values (host order): one type
+    /// directly, several through an anonymous set of them.
+    func addrtype(_ match: AddrTypeMatch, family: IPFamily, sets: inout [AnonymousSet], refuse: (String) -> EngineError) throws -> [NFTExpr] {
+        // For IPv4 both ask inet_dev_addr_type(). For IPv6 xt_addrtype tests address classes
+        // (UNICAST holds local addresses; every type of a list must hold) where fib yields one
+        // route type: the meanings part.
+        guard family == .v4 else { throw refuse("-m addrtype in an IPv6 rule") }
+        let limit = match.limit == .input ? NFT.fibIIF : match.limit == .output ? NFT.fibOIF : 0
+        var out: [NFTExpr] = []
+        for (selector, address) in [(match.source, NFT.fibSaddr), (match.destination, NFT.fibDaddr)] {
+            guard let selector else { continue }
+            out.append(.fib(result: NFT.fibResultAddrtype, flags: address | limit, dreg: NFT.reg1))
+            let types = selector.value.routeTypes
+            if types.count == 1 {
+                out.append(.cmp(selector.inverted ? .neq : .eq, sreg: NFT.reg1, data: Bytes.host32(types[0])))
+                continue
+            }
+            sets.append(AnonymousSet(keyType: NFT.typeFibAddr, keyLength: 4, interval: false, hostOrder: true,
+                                     ranges: types.map { (Bytes.host32($0), Bytes.host32($0)) }))
+            out.append(.lookup(sreg: NFT.reg1, set: "__set%d", setID: UInt32(sets.count - 1), inverted: selector.inverted))
+        }
+        return out
+    }
+
+    /// `meta skuid` / `meta skgid`: host order; a range is compared in network order, as nft does.
+    func owner(_ match: OwnerMatch, refuse: (String) -> EngineError) throws -> [NFTExpr] {
+        // xt_owner's negations match packets without a socket (forwarded ones in POSTROUTING);
+        // nf_tables' `meta skuid` never matches those, negated or not.
+        if match.uid?.inverted == true || match.gid?.inverted == true { throw refuse("! --uid-owner or ! --gid-owner (it matches packets without a socket)") }
+        if match.socketExists == false { throw refuse("! --socket-exists") }
+        // No expression tests for a socket alone; next to an id test the socket test adds nothing
+        // (`meta skuid` matches only packets with a socket and its file, as xt_owner's id tests).
+        if match.socketExists == true && match.uid == nil && match.gid == nil { throw refuse("--socket-exists") }
+        var out: [NFTExpr] = []
+        for (selector, key) in [(match.uid, NFT.metaSkuid), (match.gid, NFT.metaSkgid)] {
+            guard let ids = selector?.value else { continue }
+            out.append(.meta(key: key, dreg: NFT.reg1))
+            if ids.lowerBound == ids.upperBound {
+                out.append(.cmp(.eq, sreg: NFT.reg1, data: Bytes.host32(ids.lowerBound)))
+                continue
+            }
+            out += [.byteorderHton(sreg: NFT.reg1, dreg: NFT.reg1, length: 4, size: 4),
+                    .cmp(.gte, sreg: NFT.reg1, data: Bytes.be32(ids.lowerBound)), .cmp(.lte, sreg: NFT.reg1, data: Bytes.be32(ids.upperBound))]
+        }
+        return out
     }
 
     /// iptables' average (1/10000 s units between packets) as nft's rate per unit of time.

@@ -43,6 +43,21 @@ public enum RuleContext {
 
     static func targetTables(_ target: Target) -> Set<NetfilterTable>? { targetRule(target).tables }
 
+    /// Per match: the hooks a rule using it may be reached from, and the token and words that
+    /// name it in an error; nil = any hook. From the kernel's xt checks.
+    public static func matchHooks(_ match: Match) -> (token: String, name: String, hooks: Set<NetfilterHook>)? {
+        switch match {
+        // xt_owner registers for LOCAL_OUT and POST_ROUTING only: the sending socket is known there.
+        case .owner: return ("owner", "-m owner", [.output, .postrouting])
+        // xt_addrtype: there is an input interface on the way in, an output interface on the way out.
+        case .addrtype(let addrtype) where addrtype.limit == .input:
+            return ("--limit-iface-in", "-m addrtype --limit-iface-in", [.prerouting, .input, .forward])
+        case .addrtype(let addrtype) where addrtype.limit == .output:
+            return ("--limit-iface-out", "-m addrtype --limit-iface-out", [.forward, .output, .postrouting])
+        default: return nil
+        }
+    }
+
     /// Throws unless `rule` may stand in `chain` of `table`. `builtinHooks`: the hooks a user chain
     /// is reached from (nil: its own hook for a built-in chain, none known for a user chain).
     public static func validate(_ rule: Rule, table: NetfilterTable, chain: String,
@@ -65,9 +80,14 @@ public enum RuleContext {
             throw RuleContextError(token: targetName, reason: "target \(targetName) is not allowed in table \(table.rawValue) (only \(list))")
         }
         let hooks = builtinHooks ?? builtin.map { [$0] } ?? []
-        if let allowedHooks = allowed.hooks, let bad = NetfilterHook.allCases.first(where: { hooks.contains($0) && !allowedHooks.contains($0) }) {
-            let list = NetfilterHook.allCases.filter(allowedHooks.contains).map(\.rawValue).joined(separator: ", ")
-            throw RuleContextError(token: targetName, reason: "target \(targetName) cannot be reached from \(bad.rawValue) (only \(list))")
+        func requireHooks(_ allowed: Set<NetfilterHook>?, token: String, name: String) throws(RuleContextError) {
+            guard let allowed, let bad = NetfilterHook.allCases.first(where: { hooks.contains($0) && !allowed.contains($0) }) else { return }
+            let list = NetfilterHook.allCases.filter(allowed.contains).map(\.rawValue).joined(separator: ", ")
+            throw RuleContextError(token: token, reason: "\(name) cannot be reached from \(bad.rawValue) (only \(list))")
+        }
+        try requireHooks(allowed.hooks, token: targetName, name: "target \(targetName)")
+        for match in rule.matches {
+            if let limited = matchHooks(match) { try requireHooks(limited.hooks, token: limited.token, name: limited.name) }
         }
     }
 }

@@ -143,6 +143,46 @@ public struct IPRangeMatch: Hashable, Sendable {
     public init(source: Negatable<AddressRange>? = nil, destination: Negatable<AddressRange>? = nil) { self.source = source; self.destination = destination }
 }
 
+/// Route types of `-m addrtype` as xt_addrtype stores them: bit `1 << RTN_x` per type.
+public struct AddressTypes: OptionSet, Hashable, Sendable {
+    public let rawValue: UInt16
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
+
+    /// The RTN_* names in their kernel order (RTN_UNSPEC = 0 … RTN_XRESOLVE = 11), as iptables prints them.
+    public static let names = ["UNSPEC", "UNICAST", "LOCAL", "BROADCAST", "ANYCAST", "MULTICAST", "BLACKHOLE",
+                               "UNREACHABLE", "PROHIBIT", "THROW", "NAT", "XRESOLVE"]
+    public static let local = AddressTypes(rawValue: 1 << 2)
+    /// What xt_addrtype refuses in IPv6 rules: BROADCAST, BLACKHOLE, and PROHIBIT and above.
+    public static let ipv4Only = AddressTypes(rawValue: 1 << 3 | 1 << 6 | 1 << 8 | 1 << 9 | 1 << 10 | 1 << 11)
+
+    /// The RTN_* values the set holds, in ascending order.
+    public var routeTypes: [UInt32] { (0..<UInt32(Self.names.count)).filter { rawValue & (1 << $0) != 0 } }
+    /// `LOCAL,BROADCAST`, in iptables' order.
+    public var text: String { routeTypes.map { Self.names[Int($0)] }.joined(separator: ",") }
+}
+
+public struct AddrTypeMatch: Hashable, Sendable {
+    /// `--limit-iface-in` / `--limit-iface-out`: look the address up for the packet's interface only.
+    public enum InterfaceLimit: Hashable, Sendable { case input, output }
+    public var source: Negatable<AddressTypes>?
+    public var destination: Negatable<AddressTypes>?
+    public var limit: InterfaceLimit?
+    public init(source: Negatable<AddressTypes>? = nil, destination: Negatable<AddressTypes>? = nil, limit: InterfaceLimit? = nil) {
+        self.source = source; self.destination = destination; self.limit = limit
+    }
+}
+
+/// `-m owner`: the sending socket's file owner (fsuid / fsgid), ids as inclusive ranges.
+public struct OwnerMatch: Hashable, Sendable {
+    public var uid: Negatable<ClosedRange<UInt32>>?
+    public var gid: Negatable<ClosedRange<UInt32>>?
+    /// `--socket-exists` (true), `! --socket-exists` (false), or not tested (nil).
+    public var socketExists: Bool?
+    public init(uid: Negatable<ClosedRange<UInt32>>? = nil, gid: Negatable<ClosedRange<UInt32>>? = nil, socketExists: Bool? = nil) {
+        self.uid = uid; self.gid = gid; self.socketExists = socketExists
+    }
+}
+
 /// Extension matches (`-m NAME …`), in the order they appear in a rule.
 public enum Match: Hashable, Sendable {
     case tcp(TCPMatch)
@@ -156,6 +196,8 @@ public enum Match: Hashable, Sendable {
     case comment(String)
     case limit(LimitMatch)
     case iprange(IPRangeMatch)
+    case addrtype(AddrTypeMatch)
+    case owner(OwnerMatch)
 }
 
 /// REJECT's answer. Raw values are the kernel's `ipt_reject_with` / `ip6t_reject_with` numbers.

@@ -87,7 +87,8 @@ public struct RuleParser {
     static func otherFamilyFlag(_ tokens: [String], _ family: IPFamily?) -> Int? {
         guard let family else { return nil }
         let other: Set<String> = family == .v4 ? ["-6", "--ipv6"] : ["-4", "--ipv4"]
-        let flags: Set<String> = ["!", "-4", "-6", "--ipv4", "--ipv6", "--syn", "--random", "--persistent", "--random-fully", "--clamp-mss-to-pmtu"]
+        let flags: Set<String> = ["!", "-4", "-6", "--ipv4", "--ipv6", "--syn", "--random", "--persistent", "--random-fully", "--clamp-mss-to-pmtu",
+                                  "--limit-iface-in", "--limit-iface-out", "--socket-exists"]
         for (i, token) in tokens.enumerated() where other.contains(token) {
             if i == 0 || flags.contains(tokens[i - 1]) || !tokens[i - 1].hasPrefix("-") { return i }
         }
@@ -235,6 +236,9 @@ private struct RuleParse {
     var destinationMasks: [IPAddress?] = []
     /// `-m state` (not conntrack) for the current match: knows no SNAT/DNAT.
     var stateModule = false
+    /// Positions of `--src-type`/`--dst-type` values naming types xt_addrtype refuses in IPv6
+    /// rules; checked once the rule's family is known.
+    var ipv4OnlyAddressTypes: [Int] = []
 
     init(text: String, tokens: [String], family: IPFamily?, resolver: ((String, IPFamily?) -> [IPAddress])?) {
         self.text = text
@@ -442,6 +446,8 @@ private struct RuleParse {
         case "comment": matches.append(.comment(""))
         case "limit": matches.append(.limit(LimitMatch(average: 10000 * 3600 / 3, burst: 5)))
         case "iprange": matches.append(.iprange(IPRangeMatch()))
+        case "addrtype": matches.append(.addrtype(AddrTypeMatch()))
+        case "owner": matches.append(.owner(OwnerMatch()))
         default: throw fail("unsupported match module")
         }
         module = canonical
@@ -580,6 +586,37 @@ private struct RuleParse {
             let value = Negatable(AddressRange(first: first, last: last), inverted: inv)
             if option == "--src-range" { range.source = value } else { range.destination = value }
             match = .iprange(range)
+        case ("addrtype", .addrtype(var addrtype)):
+            switch option {
+            case "--src-type", "--dst-type":
+                try once(option)
+                let (v, inv) = try valueWithNegation("address types")
+                let types = Negatable(try addressTypes(v), inverted: inv)
+                if !types.value.isDisjoint(with: .ipv4Only) { ipv4OnlyAddressTypes.append(index) }
+                if option == "--src-type" { addrtype.source = types } else { addrtype.destination = types }
+            case "--limit-iface-in", "--limit-iface-out":
+                if pendingNegation { throw fail("option \(option) cannot be negated") }
+                try once(option)
+                if addrtype.limit != nil { throw fail("--limit-iface-in and --limit-iface-out cannot be used together") }
+                addrtype.limit = option == "--limit-iface-in" ? .input : .output
+            default: return false
+            }
+            match = .addrtype(addrtype)
+        case ("owner", .owner(var owner)):
+            switch option {
+            case "--uid-owner", "--gid-owner":
+                try once(option)
+                let group = option == "--gid-owner"
+                let (v, inv) = try valueWithNegation(group ? "group" : "user")
+                let ids = Negatable(try ownerIDs(v, group: group), inverted: inv)
+                if group { owner.gid = ids } else { owner.uid = ids }
+            case "--socket-exists":
+                try once(option)
+                owner.socketExists = !pendingNegation
+                pendingNegation = false
+            default: return false
+            }
+            match = .owner(owner)
         default:
             return false
         }
@@ -601,6 +638,71 @@ private struct RuleParse {
         let lower = try port(parts[0], default: 0), upper = try port(parts[1], default: 65535)
         guard lower <= upper else { throw fail("port range \(lower):\(upper) is reversed") }
         return PortRange(lower, upper)
+    }
+
+    /// `TYPE[,TYPE…]`: route type names in any case, or a prefix that fits one name only
+    /// (iptables takes the first name a prefix fits: `UN` would be UNSPEC).
+    func addressTypes(_ text: String) throws(RuleParseError) -> AddressTypes {
+        var types = AddressTypes()
+        for part in text.split(separator: ",", omittingEmptySubsequences: false) {
+            let upper = part.uppercased()
+            let found = AddressTypes.names.indices.filter { AddressTypes.names[$0].hasPrefix(upper) }
+            guard !part.isEmpty, let first = found.first else {
+                throw fail("unknown address type \"\(part)\" (one of \(AddressTypes.names.joined(separator: ", ")))")
+            }
+            if found.count > 1 { throw fail("ambiguous address type \"\(part)\": \(AddressTypes.names[first]) or \(AddressTypes.names[found[1]])?") }
+            types.insert(AddressTypes(rawValue: 1 << first))
+        }
+        return types
+    }
+
+    /// `ID`, `FIRST-LAST` or `FIRST:LAST` (numbers as iptables reads them: 0x… hexadecimal, 0…
+    /// octal), else a user or group name this system knows (getpwnam / getgrnam, as iptables
+    /// resolves it). Numbers come first, so the saved number always reads back as itself (iptables
+    /// asks for a name first; user and group names are never all digits). 4294967295 is the
+    /// kernel's "no id".
+    func ownerIDs(_ text: String, group: Bool) throws(RuleParseError) -> ClosedRange<UInt32> {
+        let parts = text.split(maxSplits: 1, omittingEmptySubsequences: false) { $0 == "-" || $0 == ":" }
+        let ids = parts.map { Self.cNumber($0).flatMap { $0 < UInt64(UInt32.max) ? UInt32($0) : nil } }
+        guard let first = ids[0], let last = ids.count == 2 ? ids[1] : first else {
+            if let id = Self.accountID(text, group: group) { return id...id }
+            let what = group ? "group" : "user"
+            throw fail("not a \(what) id (0-4294967294), id range FIRST-LAST or \(what) name known here")
+        }
+        guard first <= last else { throw fail("the range \(first)-\(last) is empty (FIRST is above LAST): it would never match") }
+        return first...last
+    }
+
+    /// An unsigned number as strtoul with base 0 reads it whole (no sign, no blanks).
+    static func cNumber(_ text: Substring) -> UInt64? {
+        if text.hasPrefix("0x") || text.hasPrefix("0X") {
+            let digits = text.dropFirst(2)
+            return !digits.isEmpty && digits.allSatisfy(\.isHexDigit) ? UInt64(digits, radix: 16) : nil
+        }
+        guard !text.isEmpty, text.allSatisfy({ $0.isASCII && $0.isNumber }) else { return nil }
+        return text.hasPrefix("0") ? UInt64(text, radix: 8) : UInt64(text)
+    }
+
+    /// A user's or group's id by name, nil when this system knows no such name.
+    static func accountID(_ name: String, group: Bool) -> UInt32? {
+        var size = 1024
+        while size <= 1 << 20 {
+            var buffer = [CChar](repeating: 0, count: size)
+            var id: UInt32?
+            let status: Int32
+            if group {
+                var entry = Glibc.group(), found: UnsafeMutablePointer<Glibc.group>?
+                status = getgrnam_r(name, &entry, &buffer, size, &found)
+                if found != nil { id = entry.gr_gid }
+            } else {
+                var entry = passwd(), found: UnsafeMutablePointer<passwd>?
+                status = getpwnam_r(name, &entry, &buffer, size, &found)
+                if found != nil { id = entry.pw_uid }
+            }
+            guard status == ERANGE else { return id }
+            size *= 4
+        }
+        return nil
     }
 
     func tcpFlags(_ text: String) throws(RuleParseError) -> UInt8 {
@@ -833,6 +935,13 @@ private struct RuleParse {
             if case .set(let set) = match, set.name.isEmpty { throw fail("-m set needs --match-set NAME src|dst", at: 0) }
             if case .conntrack(let ct) = match, ct.states.isEmpty { throw fail("-m conntrack needs --ctstate", at: 0) }
             if case .multiport(let mp) = match, mp.ports.isEmpty { throw fail("-m multiport needs --dports, --sports or --ports", at: 0) }
+            if case .addrtype(let a) = match, a.source == nil, a.destination == nil { throw fail("-m addrtype needs --src-type or --dst-type", at: 0) }
+            if case .owner(let o) = match, o.uid == nil, o.gid == nil, o.socketExists == nil {
+                throw fail("-m owner needs --uid-owner, --gid-owner or --socket-exists", at: 0)
+            }
+        }
+        if family == .v6, let position = ipv4OnlyAddressTypes.first {
+            throw fail("address types BROADCAST, BLACKHOLE, PROHIBIT, THROW, NAT and XRESOLVE do not exist in IPv6 rules", at: position)
         }
         if (sources.count > 1 || destinations.count > 1) && (sources + destinations).contains(where: \.inverted) {
             throw fail("\"!\" is not allowed with several source or destination addresses", at: 0)

@@ -73,6 +73,24 @@ public enum RuleRenderer {
             out += ["-m", "iprange"]
             if let s = range.source { negatable(s.inverted, "--src-range", "\(s.value.first)-\(s.value.last)") }
             if let d = range.destination { negatable(d.inverted, "--dst-range", "\(d.value.first)-\(d.value.last)") }
+        case .addrtype(let addrtype):
+            out += ["-m", "addrtype"]
+            if let s = addrtype.source { negatable(s.inverted, "--src-type", s.value.text) }
+            if let d = addrtype.destination { negatable(d.inverted, "--dst-type", d.value.text) }
+            switch addrtype.limit {
+            case .input: out.append("--limit-iface-in")
+            case .output: out.append("--limit-iface-out")
+            case nil: break
+            }
+        case .owner(let owner):
+            // libxt_owner's save order: the socket test first.
+            out += ["-m", "owner"]
+            if let exists = owner.socketExists { negatable(!exists, "--socket-exists") }
+            func ids(_ range: ClosedRange<UInt32>) -> String {
+                range.lowerBound == range.upperBound ? String(range.lowerBound) : "\(range.lowerBound)-\(range.upperBound)"
+            }
+            if let uid = owner.uid { negatable(uid.inverted, "--uid-owner", ids(uid.value)) }
+            if let gid = owner.gid { negatable(gid.inverted, "--gid-owner", ids(gid.value)) }
         }
         return out
     }

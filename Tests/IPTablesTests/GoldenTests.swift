@@ -53,6 +53,14 @@ struct GoldenTests {
         ("-g MYCHAIN", "-A DNFV-FORWARD -g DNFV-MYCHAIN"),
         // The user chain the jump and goto above lead to.
         ("-j RETURN", "-A DNFV-MYCHAIN -j RETURN"),
+        ("-m addrtype --dst-type local --limit-iface-in -j ACCEPT", "-A DNFV-INPUT -m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT"),
+        ("-m addrtype --limit-iface-out ! --dst-type UNICAST ! --src-type BROADCAST,LOCAL -j DROP",
+         "-A DNFV-FORWARD -m addrtype ! --src-type LOCAL,BROADCAST ! --dst-type UNICAST --limit-iface-out -j DROP"),
+        ("-m addrtype --src-type XRESOLVE,THROW,NAT,UNSPEC -j RETURN", "-A DNFV-FORWARD -m addrtype --src-type UNSPEC,THROW,NAT,XRESOLVE -j RETURN"),
+        ("-m owner --uid-owner 0x10 -j ACCEPT", "-A DNFV-OUTPUT -m owner --uid-owner 16 -j ACCEPT"),
+        ("-m owner --gid-owner 5:9 ! --socket-exists ! --uid-owner 1000-2000 -j DROP",
+         "-A DNFV-OUTPUT -m owner ! --socket-exists ! --uid-owner 1000-2000 --gid-owner 5-9 -j DROP"),
+        ("-m owner --uid-owner root --gid-owner 4294967294 -j ACCEPT", "-A DNFV-OUTPUT -m owner --uid-owner 0 --gid-owner 4294967294 -j ACCEPT"),
     ]
     static let nat4: [Golden] = [
         ("-d 203.0.113.5/32 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 10.0.0.5:80",
@@ -65,6 +73,10 @@ struct GoldenTests {
         ("-s 10.0.1.0/24 -j SNAT --to-source 198.51.100.1", "-A DNFV-POSTROUTING -s 10.0.1.0/24 -j SNAT --to-source 198.51.100.1"),
         ("-p tcp -m tcp --dport 80 -j REDIRECT --to-ports 3128",
          "-A DNFV-PREROUTING -p tcp -m tcp --dport 80 -j REDIRECT --to-ports 3128"),
+        ("-p tcp -m addrtype --dst-type LOCAL --dport 8080 -j DNAT --to-destination 10.0.0.5:80",
+         "-A DNFV-PREROUTING -p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -j DNAT --to-destination 10.0.0.5:80"),
+        ("-m owner --socket-exists -o eth0 -j MASQUERADE", "-A DNFV-POSTROUTING -o eth0 -m owner --socket-exists -j MASQUERADE"),
+        ("-m addrtype --src-type LOCAL --limit-iface-out -j MASQUERADE", "-A DNFV-POSTROUTING -m addrtype --src-type LOCAL --limit-iface-out -j MASQUERADE"),
     ]
     static let mangle4: [Golden] = [
         ("-p tcp -j MARK --set-mark 1",
@@ -93,6 +105,8 @@ struct GoldenTests {
         ("-p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu",
          "-A DNFV-FORWARD -p tcp -m tcp --tcp-flags SYN,RST SYN -j TCPMSS --clamp-mss-to-pmtu"),
         ("-p tcp -j REJECT --reject-with tcp-reset", "-A DNFV-FORWARD -p tcp -j REJECT --reject-with tcp-reset"),
+        ("-m addrtype --dst-type unicast,LOCAL --limit-iface-in -j ACCEPT", "-A DNFV-FORWARD -m addrtype --dst-type UNICAST,LOCAL --limit-iface-in -j ACCEPT"),
+        ("-m owner ! --gid-owner 100 -j REJECT", "-A DNFV-OUTPUT -m owner ! --gid-owner 100 -j REJECT --reject-with icmp6-port-unreachable"),
     ]
     static let raw4: [Golden] = [
         ("-p udp -m udp --dport 53 -j ACCEPT", "-A DNFV-PREROUTING -p udp -m udp --dport 53 -j ACCEPT"),

@@ -97,6 +97,29 @@ struct NFTablesTrafficTests {
         }
     }
 
+    /// `-m addrtype --dst-type LOCAL` (`fib daddr type local`): only packets to one of the router's
+    /// own addresses are DNATed; with `--limit-iface-in` only those to an address of the interface
+    /// they came in on.
+    @Test func dnatToLocalAddressesOnly() throws {
+        try Self.with { lab in
+            try lab.apply([TableRules(family: .v4, table: .nat, chains: [
+                "PREROUTING": try rules(["-m addrtype --dst-type LOCAL -p tcp --dport 17340 -j DNAT --to-destination 10.80.0.2:17341",
+                                         "-m addrtype --dst-type LOCAL --limit-iface-in -p tcp --dport 17342 -j DNAT --to-destination 10.80.0.2:17341"])])])
+            // To the router's address on the client's side: DNATed to the server's 17341.
+            #expect(try lab.connect("10.70.0.1", 17340, listen: (lab.server, "10.80.0.2", 17341)) == "10.70.0.2")
+            // The router's address on the far side is local too (no interface limit).
+            #expect(try lab.connect("10.80.0.1", 17340, listen: (lab.server, "10.80.0.2", 17341)) == "10.70.0.2")
+            // Through the router to the server: not a local address, so not DNATed — the
+            // server's own 17340 answers (after a DNAT nobody would listen on 17341).
+            #expect(try lab.connect("10.80.0.2", 17340) == "10.70.0.2")
+            #expect(try lab.counter("fib daddr type local tcp dport 17340") == 2)
+            // --limit-iface-in: 10.70.0.1 is on r0, where the packet came in; 10.80.0.1 is on r1.
+            #expect(try lab.connect("10.70.0.1", 17342, listen: (lab.server, "10.80.0.2", 17341)) == "10.70.0.2")
+            #expect(try lab.connect("10.80.0.1", 17342, listen: (lab.router, "10.80.0.1", 17342)) == "10.70.0.2")
+            #expect(try lab.counter("fib daddr . iif type local tcp dport 17342") == 1)
+        }
+    }
+
     @Test func markLogNflogAndTcpmssLetTrafficThrough() throws {
         try Self.with { lab in
             try lab.apply([

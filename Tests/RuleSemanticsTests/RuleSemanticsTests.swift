@@ -249,6 +249,8 @@ enum Deliberate {
             if why.contains("does not fit an") { return "address of the other family" }
             // `-m udp --dport 65536` becomes port 0 in iptables; refused.
             if why.contains("not a valid port \"65536\"") { return "port 65536" }
+            // An abbreviated address type that fits several (`UN`): iptables takes the first.
+            if why.contains("ambiguous address type") { return "ambiguous address type" }
             // Matches docknfv does not model (sctp, dccp options) are refused, not guessed.
             if why.contains("unknown option"), tokens.contains(where: { ["sctp", "dccp", "132", "33"].contains($0) }) { return "unsupported match" }
         }
@@ -342,7 +344,7 @@ struct RuleGenerator {
     }
 
     mutating func match(family: IPFamily, proto: String?) -> [String] {
-        switch int(0...11) {
+        switch int(0...13) {
         case 0, 1: // tcp / udp
             let name = proto == "udp" ? "udp" : proto == "tcp" || chance(0.7) ? "tcp" : pick(["udp", "tcp"])
             var t = chance(0.6) ? ["-m", name] : []
@@ -410,6 +412,30 @@ struct RuleGenerator {
             var t = ["-m", "iprange"]
             if chance(0.7) { t += not() + ["--src-range", range()] }
             if chance(0.5) || t.count == 2 { t += not() + ["--dst-range", range()] }
+            return t
+        case 12: // addrtype
+            let types = ["LOCAL", "LOCAL", "UNICAST", "BROADCAST", "MULTICAST", "UNSPEC", "ANYCAST", "BLACKHOLE", "UNREACHABLE",
+                         "PROHIBIT", "THROW", "NAT", "XRESOLVE", "local", "Loc", "x", "UN", "BOGUS"]
+            func list() -> String {
+                chance(0.05) ? pick(["LOCAL,", ",LOCAL", "LOCAL,,UNICAST"]) : (0..<pick([1, 1, 1, 2, 3])).map { _ in pick(types) }.joined(separator: ",")
+            }
+            var t = ["-m", "addrtype"]
+            if chance(0.5) { t += not() + ["--src-type", list()] }
+            if chance(0.7) { t += not() + ["--dst-type", list()] }
+            if chance(0.35) { t += not(0.05) + [pick(["--limit-iface-in", "--limit-iface-out"])] }
+            if chance(0.04) { // a second limit, or an option repeated
+                let again = pick(["--limit-iface-in", "--limit-iface-out", "--src-type"])
+                t += again == "--src-type" ? [again, "LOCAL"] : [again]
+            }
+            return t
+        case 13: // owner
+            let ids = ["0", "1000", "1000-2000", "5:9", "0x10", "010", "08", "4294967294", "4294967295", "9-5", "7-7", "1-", "-1",
+                       "root", "daemon", "nobody", "nogroup", "nosuchname"]
+            var t = ["-m", "owner"]
+            if chance(0.25) { t += not() + ["--socket-exists"] }
+            if chance(0.6) { t += not() + ["--uid-owner", pick(ids)] }
+            if chance(0.5) { t += not() + ["--gid-owner", pick(ids)] }
+            if chance(0.03) { t += [pick(["--uid-owner", "--gid-owner"]), "1"] }
             return t
         case 10: // wrong-protocol module use
             return pick([["-m", "tcp", "--dport", "22"], ["-m", "udp", "--sport", "53"], ["-m", "icmp", "--icmp-type", "8"], ["-m", "frobnicate"]])

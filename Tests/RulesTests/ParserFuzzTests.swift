@@ -17,7 +17,9 @@ struct ParserFuzzTests {
                         "--icmp-type", "echo-req", "any", "-j", "-g", "ACCEPT", "DROP", "RETURN", "REJECT", "--reject-with", "tcp-reset",
                         "LOG", "--log-prefix", "p:", "--log-level", "6", "NFLOG", "--nflog-group", "2", "DNAT", "SNAT", "--to-destination",
                         "--to-source", "10.0.0.5:80", "[fd00::5]:80", "MASQUERADE", "REDIRECT", "--to-ports", "1000-2000", "--random",
-                        "--persistent", "MARK", "--set-mark", "TCPMSS", "--clamp-mss-to-pmtu", "CHAIN", "-4", "-6", "$HOME", "\\", "\"", "\u{0}", "\n", "\r"]
+                        "--persistent", "MARK", "--set-mark", "TCPMSS", "--clamp-mss-to-pmtu", "CHAIN", "-4", "-6", "$HOME", "\\", "\"", "\u{0}", "\n", "\r",
+                        "addrtype", "--src-type", "--dst-type", "LOCAL,BROADCAST", "un", "--limit-iface-in", "--limit-iface-out",
+                        "owner", "--uid-owner", "--gid-owner", "--socket-exists", "0x10", "5:9", "root"]
 
     func check(_ text: String, family: IPFamily?, restore: Bool) {
         let rules: [Rule]

@@ -30,6 +30,14 @@ struct RuleParserTests {
         "-p tcp -m tcp --dport 80 -j REDIRECT --to-ports 3128",
         "-j MARK --set-xmark 0x10/0xf0",
         "-j MYCHAIN", "-g MYCHAIN", "-j RETURN",
+        "-m addrtype --dst-type LOCAL -j ACCEPT",
+        "-m addrtype ! --src-type LOCAL,BROADCAST ! --dst-type UNSPEC --limit-iface-in -j ACCEPT",
+        "-m addrtype --src-type UNSPEC,THROW,NAT,XRESOLVE --limit-iface-out -j ACCEPT",
+        "-p tcp -m addrtype --dst-type LOCAL -m tcp --dport 8080 -j DNAT --to-destination 10.0.0.5:80",
+        "-m owner --uid-owner 16 -j ACCEPT",
+        "-m owner ! --socket-exists ! --uid-owner 5-9 --gid-owner 0 -j ACCEPT",
+        "-m owner --gid-owner 4294967294 -j ACCEPT",
+        "-m owner --socket-exists -j DROP",
     ]
     static let canonical6 = [
         "-s fd00::/64 -d 2001:db8::1/128 -p tcp -m tcp --dport 443 -j ACCEPT",
@@ -37,6 +45,8 @@ struct RuleParserTests {
         "-j REJECT --reject-with icmp6-adm-prohibited",
         "-p tcp -m tcp --dport 8080 -j DNAT --to-destination [fd00::5]:80",
         "-j SNAT --to-source fd00::1",
+        "-m addrtype --dst-type UNSPEC,UNICAST,LOCAL,ANYCAST,MULTICAST,UNREACHABLE -j ACCEPT",
+        "-m owner ! --uid-owner 1000-2000 -j REJECT --reject-with icmp6-port-unreachable",
     ]
 
     @Test(arguments: canonical4)
@@ -167,6 +177,25 @@ struct RuleParserTests {
             }
             if Bool.random(using: &generator) { rule.matches.append(.mark(MarkMatch(value: UInt32.random(in: 0...0xffff, using: &generator), mask: pick([0xffff_ffff, 0xff]), inverted: false))) }
             if Bool.random(using: &generator) { rule.matches.append(.comment(pick(["x", "two words", "quote\"d", "a-b_c"]))) }
+            if Bool.random(using: &generator) {
+                // Any non-empty set of the types the family allows.
+                func types() -> Negatable<AddressTypes> {
+                    let allowed = family == .v4 ? 0x0fff : 0x0fff & ~AddressTypes.ipv4Only.rawValue
+                    let bits = UInt16.random(in: 1...0x0fff, using: &generator) & allowed
+                    return Negatable(AddressTypes(rawValue: bits == 0 ? AddressTypes.local.rawValue : bits), inverted: Bool.random(using: &generator))
+                }
+                let source = Bool.random(using: &generator) ? types() : nil
+                rule.matches.append(.addrtype(AddrTypeMatch(source: source, destination: source == nil || Bool.random(using: &generator) ? types() : nil,
+                                                            limit: pick([nil, .input, .output]))))
+            }
+            if Bool.random(using: &generator) {
+                func ids() -> Negatable<ClosedRange<UInt32>>? {
+                    let first = UInt32.random(in: 0...UInt32.max - 1, using: &generator)
+                    return pick([nil, Negatable(first...first), Negatable(first...min(first + 1000, UInt32.max - 1), inverted: true)])
+                }
+                rule.matches.append(.owner(OwnerMatch(uid: ids(), gid: ids(), socketExists: pick([nil, true, false, true]))))
+                if case .owner(let o) = rule.matches.last, o.uid == nil, o.gid == nil, o.socketExists == nil { rule.matches.removeLast() }
+            }
             rule.target = pick([.accept, .drop, .return, .jump("CHAIN-1"), .goto("other"), .log(prefix: pick(["", "p: "]), level: pick([4, 6])),
                                 .reject(RejectType.default(family)), .mark(value: 1, mask: 0xff)])
             let text = RuleRenderer.render(rule)

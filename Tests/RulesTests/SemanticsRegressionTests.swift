@@ -102,6 +102,14 @@ struct SemanticsRegressionTests {
         (.nat, "POSTROUTING", "-j DNAT --to-destination 10.0.0.1", "DNAT"),
         (.mangle, "INPUT", "-j REJECT", "REJECT"),
         (.mangle, "PREROUTING", "-p tcp --syn -j TCPMSS --clamp-mss-to-pmtu", "TCPMSS"),
+        // The kernel's hooks for xt_owner and for addrtype's interface limits.
+        (.filter, "INPUT", "-m owner --uid-owner 0 -j ACCEPT", "owner"),
+        (.filter, "FORWARD", "-m owner --socket-exists -j ACCEPT", "owner"),
+        (.nat, "PREROUTING", "-m owner --gid-owner 1 -j ACCEPT", "owner"),
+        (.filter, "OUTPUT", "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT", "--limit-iface-in"),
+        (.nat, "POSTROUTING", "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT", "--limit-iface-in"),
+        (.nat, "PREROUTING", "-m addrtype --dst-type LOCAL --limit-iface-out -j ACCEPT", "--limit-iface-out"),
+        (.filter, "INPUT", "-m addrtype --src-type LOCAL --limit-iface-out -j ACCEPT", "--limit-iface-out"),
     ])
     func contextRefuses(table: NetfilterTable, chain: String, text: String, token: String) throws {
         let rule = try RuleParser(family: .v4).parse(text)[0]
@@ -120,6 +128,16 @@ struct SemanticsRegressionTests {
         (.filter, "FORWARD", "-p tcp --syn -j TCPMSS --clamp-mss-to-pmtu"),
         (.nat, "INPUT", "-j SNAT --to-source 10.0.0.1"),
         (.nat, "U", "-i eth0 -j MASQUERADE"),
+        (.filter, "OUTPUT", "-m owner ! --uid-owner 0 -j ACCEPT"),
+        (.nat, "POSTROUTING", "-m owner --gid-owner 1 -j MASQUERADE"),
+        (.mangle, "POSTROUTING", "-m owner --socket-exists -j ACCEPT"),
+        (.raw, "OUTPUT", "-m owner --uid-owner 1 -j ACCEPT"),
+        (.filter, "U", "-m owner --uid-owner 0 -j ACCEPT"),
+        (.filter, "INPUT", "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT"),
+        (.filter, "FORWARD", "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT"),
+        (.filter, "FORWARD", "-m addrtype --dst-type LOCAL --limit-iface-out -j ACCEPT"),
+        (.nat, "OUTPUT", "-m addrtype --dst-type LOCAL --limit-iface-out -j ACCEPT"),
+        (.nat, "PREROUTING", "-m addrtype --dst-type LOCAL -j ACCEPT"),
     ])
     func contextAccepts(table: NetfilterTable, chain: String, text: String) throws {
         let rule = try RuleParser(family: .v4).parse(text)[0]
@@ -130,6 +148,13 @@ struct SemanticsRegressionTests {
         let rule = try RuleParser(family: .v4).parse("-j MASQUERADE")[0]
         #expect(throws: RuleContextError.self) { try RuleContext.validate(rule, table: .nat, chain: "U", builtinHooks: [.prerouting]) }
         try RuleContext.validate(rule, table: .nat, chain: "U", builtinHooks: [.postrouting])
+        // Matches limited to some hooks, likewise.
+        let owner = try RuleParser(family: .v4).parse("-m owner --uid-owner 0 -j ACCEPT")[0]
+        #expect(throws: RuleContextError.self) { try RuleContext.validate(owner, table: .filter, chain: "U", builtinHooks: [.output, .input]) }
+        try RuleContext.validate(owner, table: .filter, chain: "U", builtinHooks: [.output])
+        let limited = try RuleParser(family: .v4).parse("-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT")[0]
+        #expect(throws: RuleContextError.self) { try RuleContext.validate(limited, table: .filter, chain: "U", builtinHooks: [.forward, .output]) }
+        try RuleContext.validate(limited, table: .filter, chain: "U", builtinHooks: [.forward, .input])
     }
 
     // MARK: The import reader

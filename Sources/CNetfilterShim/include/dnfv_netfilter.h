@@ -20,6 +20,8 @@
 #include <linux/netfilter/xt_limit.h>
 #include <linux/netfilter/xt_iprange.h>
 #include <linux/netfilter/xt_set.h>
+#include <linux/netfilter/xt_addrtype.h>
+#include <linux/netfilter/xt_owner.h>
 #include <linux/netfilter/xt_LOG.h>
 #include <linux/netfilter/xt_NFLOG.h>
 #include <linux/netfilter/xt_TCPMSS.h>
