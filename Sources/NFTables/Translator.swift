@@ -233,8 +233,11 @@ struct Translator {
     func addrtype(_ match: AddrTypeMatch, family: IPFamily, sets: inout [AnonymousSet], refuse: (String) -> EngineError) throws -> [NFTExpr] {
         // For IPv4 both ask inet_dev_addr_type(). For IPv6 xt_addrtype tests address classes
         // (UNICAST holds local addresses; every type of a list must hold) where fib yields one
-        // route type: the meanings part.
-        guard family == .v4 else { throw refuse("-m addrtype in an IPv6 rule") }
+        // route type: the meanings part — except for LOCAL alone, where both ask whether the route
+        // to the address is a local one (a port mapping's guard). A local anycast address is the
+        // one difference: xt_addrtype counts it as LOCAL, fib as ANYCAST.
+        let localOnly = [match.source, match.destination].allSatisfy { $0 == nil || $0!.value == .local } && match.limit == nil
+        guard family == .v4 || localOnly else { throw refuse("-m addrtype in an IPv6 rule") }
         let limit = match.limit == .input ? NFT.fibIIF : match.limit == .output ? NFT.fibOIF : 0
         var out: [NFTExpr] = []
         for (selector, address) in [(match.source, NFT.fibSaddr), (match.destination, NFT.fibDaddr)] {

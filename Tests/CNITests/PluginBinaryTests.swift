@@ -118,6 +118,34 @@ struct PluginBinaryTests {
         }
     }
 
+    /// A mapped port answers on the host's own addresses, IPv4 and IPv6 (nftables' `fib daddr type
+    /// local` guard), and only there: the same port on an address that is not the host's is not
+    /// DNATed. After DEL the port is closed again.
+    @Test func portMappingsReachTheContainer() throws {
+        try withLab { lab in
+            let mapped = lab.config("1.0.0").replacingOccurrences(of: "\"runtimeConfig\":{", with: "\"runtimeConfig\":{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}],")
+            let add = try lab.plugin(lab.env("ADD"), mapped)
+            #expect(add.status == 0, "\(add.raw)")
+            let ruleset = try lab.host.mustRun(["nft", "list", "ruleset"])
+            #expect(ruleset.contains("fib daddr type local"), "\(ruleset)")
+            for (address, listen) in [("10.70.0.1", "10.70.0.2"), ("fd70::1", "fd70::2")] {
+                let server = try TCPProbe.startEchoServer(in: lab.container, address: listen, port: 80)
+                #expect(try TCPProbe.echo(from: lab.host, to: address, port: 8080), "\(address):8080 → \(listen):80")
+                _ = server
+            }
+            // 10.70.0.3 is on the link but not the host's: no DNAT, so nothing answers on 8080.
+            _ = try lab.container.ip("addr add 10.70.0.3/24 dev eth0")
+            _ = try TCPProbe.startEchoServer(in: lab.container, address: "10.70.0.2", port: 80)
+            #expect(try !TCPProbe.echo(from: lab.host, to: "10.70.0.3", port: 8080, timeoutMs: 500))
+            #expect(try TCPProbe.echo(from: lab.host, to: "10.70.0.2", port: 80), "the server was listening all along")
+            #expect(try lab.plugin(lab.env("CHECK"), mapped).status == 0)
+            #expect(try lab.plugin(lab.env("DEL"), mapped).status == 0)
+            _ = try TCPProbe.startEchoServer(in: lab.container, address: "10.70.0.2", port: 80)
+            #expect(try !TCPProbe.echo(from: lab.host, to: "10.70.0.1", port: 8080, timeoutMs: 500), "the mapping is gone")
+            #expect(try TCPProbe.echo(from: lab.host, to: "10.70.0.2", port: 80), "the server was there")
+        }
+    }
+
     @Test func delIsTolerant() throws {
         try withLab { lab in
             #expect(try lab.plugin(lab.env("ADD"), lab.config("1.0.0")).status == 0)

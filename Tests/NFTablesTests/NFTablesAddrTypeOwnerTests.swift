@@ -96,7 +96,8 @@ struct NFTablesAddrTypeOwnerTests {
 
     /// No exact nf_tables expression: refused by name (use --backend iptables).
     @Test(arguments: [
-        (IPFamily.v6, NetfilterTable.nat, "PREROUTING", "-m addrtype --dst-type LOCAL -j ACCEPT", "-m addrtype in an IPv6 rule has no exact nftables equivalent"),
+        (IPFamily.v6, NetfilterTable.nat, "PREROUTING", "-m addrtype --dst-type UNICAST -j ACCEPT", "-m addrtype in an IPv6 rule has no exact nftables equivalent"),
+        (IPFamily.v6, NetfilterTable.nat, "PREROUTING", "-m addrtype --dst-type LOCAL --limit-iface-in -j ACCEPT", "-m addrtype in an IPv6 rule has no exact nftables equivalent"),
         (.v4, .filter, "OUTPUT", "-m owner ! --uid-owner 1000 -j ACCEPT", "! --uid-owner or ! --gid-owner (it matches packets without a socket)"),
         (.v4, .nat, "POSTROUTING", "-m owner --uid-owner 1 ! --gid-owner 1 -j MASQUERADE", "! --uid-owner or ! --gid-owner"),
         (.v4, .filter, "OUTPUT", "-m owner --socket-exists -j ACCEPT", ": --socket-exists has no exact nftables equivalent"),
