@@ -146,6 +146,30 @@ struct PluginBinaryTests {
         }
     }
 
+    /// The same attachment through libiptc: chains of its own in legacy x_tables (what
+    /// iptables-legacy-save shows), a working port mapping, CHECK, and nothing left after DEL.
+    @Test func iptablesBackend() throws {
+        try withLab { lab in
+            let config = lab.config("1.0.0", extra: ",\"backend\":\"iptables\"")
+                .replacingOccurrences(of: "\"runtimeConfig\":{", with: "\"runtimeConfig\":{\"portMappings\":[{\"hostPort\":8080,\"containerPort\":80}],")
+            let add = try lab.plugin(lab.env("ADD"), config)
+            #expect(add.status == 0, "\(add.raw)")
+            let saved = try lab.host.mustRun(["iptables-legacy-save"])
+            #expect(saved.contains("-j DNAT --to-destination 10.70.0.2:80") && saved.contains("--comment \"docknfv cni-"), "\(saved)")
+            #expect(try lab.container.mustRun(["ip6tables-legacy-save"]).contains("--dport 2222 -j DROP"))
+            #expect(try lab.tables(lab.host).isEmpty, "nothing in nftables")
+            _ = try TCPProbe.startEchoServer(in: lab.container, address: "10.70.0.2", port: 80)
+            #expect(try TCPProbe.echo(from: lab.host, to: "10.70.0.1", port: 8080))
+            #expect(try lab.plugin(lab.env("CHECK"), config).status == 0)
+            #expect(try lab.plugin(lab.env("DEL"), config).status == 0)
+            for (ns, tool) in [(lab.host, "iptables-legacy-save"), (lab.host, "ip6tables-legacy-save"), (lab.container, "iptables-legacy-save"), (lab.container, "ip6tables-legacy-save")] {
+                let left = try ns.mustRun([tool])
+                #expect(!left.contains("DN") && !left.contains("docknfv"), "\(tool): \(left)")
+            }
+            #expect(try lab.ourRules().isEmpty && lab.records().isEmpty)
+        }
+    }
+
     @Test func delIsTolerant() throws {
         try withLab { lab in
             #expect(try lab.plugin(lab.env("ADD"), lab.config("1.0.0")).status == 0)
