@@ -186,7 +186,9 @@ public struct AttachmentStore: Sendable {
         let directory = directory(record.attachment.network)
         do {
             try StateDirectory.prepare(directory)
-            try AtomicFile.write(path(record.attachment), contents: record.json().rendered(), mode: 0o600)
+            // Not fsynced: the record describes kernel state, which does not survive a power loss
+            // either (a record torn by one is reported and set aside by DEL, never trusted).
+            try AtomicFile.write(path(record.attachment), contents: record.json().rendered(), mode: 0o600, durable: false)
         } catch { throw CNIError(CNIError.ioFailure, "cannot write docknfv's record of \(record.attachment.id)", details: "\(error)") }
     }
 

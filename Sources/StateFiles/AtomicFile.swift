@@ -50,7 +50,10 @@ public enum AtomicFile {
     /// the umask), fsyncs it, renames it over `path` and fsyncs the directory. On failure the
     /// temporary file is removed and `path` is untouched. Temporaries that a killed earlier run
     /// left for the same name are removed first (only ours: our pattern, our uid, a dead pid).
-    public static func write(_ path: String, contents: [UInt8], mode: mode_t = 0o644) throws {
+    /// `durable: false` skips both fsyncs: readers still see the old file or the new one, never a
+    /// mix, but a power loss may lose the change — for records of kernel state, which a power
+    /// loss wipes anyway.
+    public static func write(_ path: String, contents: [UInt8], mode: mode_t = 0o644, durable: Bool = true) throws {
         let (directory, name) = split(path)
         guard !name.isEmpty else { throw Error.io(path: path, call: "open", errno: EISDIR) }
         let dirfd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
@@ -82,12 +85,12 @@ public enum AtomicFile {
                 offset += written
             }
             guard fchmod(fd, mode) == 0 else { throw Error.io(path: shown, call: "fchmod", errno: errno) }
-            guard fsync(fd) == 0 else { throw Error.io(path: shown, call: "fsync", errno: errno) }
+            guard !durable || fsync(fd) == 0 else { throw Error.io(path: shown, call: "fsync", errno: errno) }
         }
         // rename replaces a symlink at `path` itself; it never writes through one.
         guard renameat(dirfd, temporary, dirfd, name) == 0 else { throw Error.io(path: path, call: "rename", errno: errno) }
         ok = true
-        _ = fsync(dirfd)
+        if durable { _ = fsync(dirfd) }
     }
 
     public static func write(_ path: String, string: String, mode: mode_t = 0o644) throws {
