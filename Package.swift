@@ -85,6 +85,8 @@ let package = Package(
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
         .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
+        // podman, libcni (a Go driver built by the tests) and the reference plugins around the real docknfv binary.
+        .testTarget(name: "CNIEndToEndTests", dependencies: ["TestSupport", "docknfv"], exclude: ["cnidriver.go"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

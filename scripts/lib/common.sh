@@ -9,7 +9,10 @@ BUILD_PACKAGES=(pkg-config libnl-3-dev libnl-route-3-dev libiptc-dev libmnl-dev 
 # Tools the demo and the tests use as peers and oracles.
 RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps util-linux socat conntrack busybox-static)
 # Real peers of the end-to-end tests.
-PEER_PACKAGES=(dnsmasq-base isc-dhcp-client openvpn openssl)
+# The CNI end-to-end tests: podman (CNI backend, runc; the image is busybox-static), the reference
+# plugins, and Debian's libcni with Go to build a driver on it.
+PEER_PACKAGES=(dnsmasq-base isc-dhcp-client openvpn openssl
+  podman runc containernetworking-plugins golang-go golang-github-appc-cni-dev)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
