@@ -78,10 +78,8 @@ public enum ASGPlanner {
             for network in options.denyNetworks where network.family == family {
                 try builder.append(family, .filter, chain, "-d \(network) \(reject)")
             }
-            for rule in rules {
-                if rule.proto == .icmp && family == .v6 { continue } // Cloud Foundry's ICMP is IPv4's
-                let networks = rule.networks.filter { $0.start.family == family }
-                if !rule.networks.isEmpty && networks.isEmpty { continue }
+            for group in groups(rules, family: family) {
+                let rule = group.rule, networks = group.networks
                 var destinations: [String] = networks.map { range in
                     range.start == range.end ? "-d \(range.start)" : "-m iprange --dst-range \(range.start)-\(range.end)"
                 }
@@ -110,6 +108,28 @@ public enum ASGPlanner {
             }
             try builder.append(family, .filter, chain, reject)
         }
+    }
+
+    /// The rules that apply to `family`, consecutive rules that differ only in their networks
+    /// merged into one (every rule accepts, so a merge changes nothing but the order in which two
+    /// rules of the same shape are tried; only consecutive ones merge, so a logging rule stays
+    /// where it was among the others). A thousand ASG rules to different networks on the same
+    /// port become one rule and one set.
+    static func groups(_ rules: [EgressRule], family: IPFamily) -> [(rule: EgressRule, networks: [EgressRule.Range])] {
+        var out: [(rule: EgressRule, networks: [EgressRule.Range])] = []
+        for rule in rules {
+            if rule.proto == .icmp && family == .v6 { continue } // Cloud Foundry's ICMP is IPv4's
+            let networks = rule.networks.filter { $0.start.family == family }
+            if !rule.networks.isEmpty && networks.isEmpty { continue }
+            var shape = rule
+            shape.networks = []
+            if !networks.isEmpty, let last = out.last, !last.networks.isEmpty, last.rule == shape {
+                out[out.count - 1].networks += networks
+            } else {
+                out.append((shape, networks))
+            }
+        }
+        return out
     }
 
     /// The protocol part of a rule: one text per group of at most 15 port values (multiport's limit).

@@ -166,7 +166,9 @@ extension CNIEndToEndTests {
                 let cni = LibCNIRuntime(host: host, conflist: list, plugins: try PluginDir(in: scratch), cacheDir: scratch.file("cache"))
                 _ = try CNIDriver.path()
                 // The bridge once, so that the twenty ADDs race on docknfv, not on creating it.
-                _ = try host.ip("link add cnie2e-b5 type bridge")
+                // Its MAC set by hand: a bridge otherwise takes the lowest MAC of its ports, which
+                // changes while twenty veths join, and the bridge plugin's CHECK compares it.
+                _ = try host.ip("link add cnie2e-b5 address 02:00:00:00:0b:05 type bridge")
                 try FileManager.default.createDirectory(atPath: scratch.file("writers"), withIntermediateDirectories: true)
                 let writers = try ForeignWriters(netns: host.path, dir: scratch.file("writers"))
                 defer { writers.stop() }

@@ -54,6 +54,19 @@ struct PlannerTests {
         #expect(chain.last == "-j REJECT --reject-with icmp-port-unreachable")
     }
 
+    /// Consecutive rules of one shape merge: a thousand ASG rules to different networks on one port
+    /// are one rule and one set; a rule of another shape in between keeps its place.
+    @Test func consecutiveRulesOfOneShapeMerge() throws {
+        let many = (0..<1000).map { "{\"protocol\":\"tcp\",\"networks\":[{\"start\":\"10.\(100 + $0 / 250).\($0 % 250).0\",\"end\":\"10.\(100 + $0 / 250).\($0 % 250).255\"}],\"ports\":[{\"start\":443,\"end\":443}]}" }
+        let between = "{\"protocol\":\"udp\",\"networks\":[{\"start\":\"10.0.0.53\",\"end\":\"10.0.0.53\"}],\"ports\":[{\"start\":53,\"end\":53}]}"
+        let rules = (many.prefix(500) + [between] + many.suffix(500)).joined(separator: ",")
+        let plan = try Self.plan("\"runtimeConfig\":{\"netOutRules\":[\(rules)]}")
+        let chain = Self.texts(plan.host, .v4, .filter, "ASG")
+        #expect(chain.count == 5, "\(chain)")
+        #expect(plan.host.sets.count == 2 && plan.host.sets.values.allSatisfy { $0.entries.count == 500 })
+        #expect(chain[2] == "-d 10.0.0.53/32 -p udp -m udp --dport 53 -j ACCEPT", "the udp rule stays between the two halves")
+    }
+
     @Test func addressRangesBecomeExactPrefixes() {
         func text(_ a: String, _ b: String) -> [String] { AddressRanges.prefixes(from: IPAddress(a)!, to: IPAddress(b)!).map(\.description) }
         #expect(text("10.0.0.0", "10.0.0.255") == ["10.0.0.0/24"])
