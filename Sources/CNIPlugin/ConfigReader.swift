@@ -4,16 +4,43 @@ import StateFiles
 /// Typed access to one JSON object of a config, every error naming the field by its path
 /// (`firewall.rules[2].chain`) with the spec's code 7, invalid network configuration.
 struct ConfigReader {
-    let members: [(String, JSON)]
-    let path: String
+    /// A field's place in the config, spelt out only for an error message (a config may hold
+    /// thousands of objects: formatting every path up front cost more than reading them).
+    final class Path: Sendable {
+        enum Step: Sendable { case key(String), index(Int) }
+        let parent: Path?
+        let step: Step?
 
-    init(_ json: JSON, path: String) throws(CNIError) {
-        guard let members = json.members else { throw CNIError.config(path.isEmpty ? "configuration" : path, "must be an object") }
-        self.members = members
-        self.path = path
+        init(_ parent: Path?, _ step: Step?) { self.parent = parent; self.step = step }
+
+        var text: String {
+            let head = parent?.text ?? ""
+            switch step {
+            case .key(let key): return head.isEmpty ? key : "\(head).\(key)"
+            case .index(let index): return "\(head)[\(index)]"
+            case nil: return head
+            }
+        }
     }
 
-    func field(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
+    let members: [(String, JSON)]
+    private let location: Path
+    var path: String { location.text }
+
+    init(_ json: JSON, path: String) throws(CNIError) {
+        try self.init(json, at: Path(nil, path.isEmpty ? nil : .key(path)))
+    }
+
+    private init(_ json: JSON, at location: Path) throws(CNIError) {
+        self.location = location
+        guard let members = json.members else {
+            let path = location.text
+            throw CNIError.config(path.isEmpty ? "configuration" : path, "must be an object")
+        }
+        self.members = members
+    }
+
+    func field(_ key: String) -> String { Path(location, .key(key)).text }
 
     subscript(key: String) -> JSON? {
         guard let value = members.first(where: { $0.0 == key })?.1 else { return nil }
@@ -24,7 +51,7 @@ struct ConfigReader {
     func has(_ key: String) -> Bool { self[key] != nil }
 
     /// Keys other than `known` are refused: a misspelt key would otherwise be silently ignored.
-    func refuseUnknown(_ known: Set<String>) throws(CNIError) {
+    func refuseUnknown(_ known: [String]) throws(CNIError) {
         for (key, _) in members where !known.contains(key) && !key.hasPrefix("cni.dev/") {
             throw CNIError(CNIError.invalidConfig, "invalid network configuration",
                            details: "\(field(key)): unknown key (known: \(known.sorted().joined(separator: ", ")))")
@@ -48,15 +75,15 @@ struct ConfigReader {
         return try Self.int(value, field: field(key), in: range)
     }
 
-    static func int(_ value: JSON, field: String, in range: ClosedRange<Int>) throws(CNIError) -> Int {
-        guard let number = value.int else { throw CNIError.config(field, "must be an integer") }
-        guard range.contains(number) else { throw CNIError.config(field, "\(number) is outside \(range.lowerBound)–\(range.upperBound)") }
+    static func int(_ value: JSON, field: @autoclosure () -> String, in range: ClosedRange<Int>) throws(CNIError) -> Int {
+        guard let number = value.int else { throw CNIError.config(field(), "must be an integer") }
+        guard range.contains(number) else { throw CNIError.config(field(), "\(number) is outside \(range.lowerBound)–\(range.upperBound)") }
         return number
     }
 
     func object(_ key: String) throws(CNIError) -> ConfigReader? {
         guard let value = self[key] else { return nil }
-        return try ConfigReader(value, path: field(key))
+        return try ConfigReader(value, at: Path(location, .key(key)))
     }
 
     func array(_ key: String) throws(CNIError) -> [JSON]? {
@@ -67,8 +94,11 @@ struct ConfigReader {
 
     /// Each element of an array of objects, with its path.
     func objects(_ key: String) throws(CNIError) -> [ConfigReader] {
+        guard let items = try array(key) else { return [] }
+        let list = Path(location, .key(key))
         var out: [ConfigReader] = []
-        for (index, item) in (try array(key) ?? []).enumerated() { out.append(try ConfigReader(item, path: "\(field(key))[\(index)]")) }
+        out.reserveCapacity(items.count)
+        for (index, item) in items.enumerated() { out.append(try ConfigReader(item, at: Path(list, .index(index)))) }
         return out
     }
 

@@ -100,7 +100,7 @@ public struct PluginConfig: Sendable {
     public var prevResult: CNIResult?
     public var validAttachments: [AttachmentID]?
 
-    static let topLevelKeys: Set<String> = [
+    static let topLevelKeys: [String] = [
         "cniVersion", "name", "type", "args", "capabilities", "runtimeConfig", "prevResult", "dns", "ipam",
         "side", "leftTable", "rightTable", "rulePriority", "gateway", "backend", "stateDir",
         "firewall", "outbound", "redirect", "mtu", "mssClamp", "portMap", "asg",

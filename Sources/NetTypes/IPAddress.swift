@@ -36,7 +36,7 @@ public struct IPAddress: Hashable, Sendable, Comparable, CustomStringConvertible
 
     /// Parses dotted-quad IPv4 or RFC 4291 IPv6 text (no prefix, no zone).
     public init?(_ text: String) {
-        if text.contains(":") {
+        if text.utf8.contains(UInt8(ascii: ":")) {
             var raw = in6_addr()
             guard inet_pton(AF_INET6, text, &raw) == 1 else { return nil }
             self.family = .v6
@@ -111,15 +111,16 @@ public struct IPPrefix: Hashable, Sendable, Comparable, CustomStringConvertible,
             self = IPPrefix.default(family ?? .v4)
             return
         }
-        let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-        guard parts.count == 1 || parts.count == 2, let address = IPAddress(String(parts[0])) else { return nil }
+        // Byte-wise: configs and state files hold thousands of these.
+        let utf8 = text.utf8
+        let slash = utf8.firstIndex(of: UInt8(ascii: "/"))
+        guard let address = IPAddress(slash.map { String(text[..<$0]) } ?? text) else { return nil }
         if let family, address.family != family { return nil }
         var length = address.family.bitCount
-        if parts.count == 2 {
-            let lengthText = parts[1]
-            guard !lengthText.isEmpty, lengthText.count <= 3, lengthText.allSatisfy(\.isASCIIDigit),
-                  let parsed = Int(lengthText) else { return nil }
-            length = parsed
+        if let slash {
+            let digits = utf8[utf8.index(after: slash)...]
+            guard !digits.isEmpty, digits.count <= 3, digits.allSatisfy({ (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0) }) else { return nil }
+            length = digits.reduce(0) { $0 * 10 + Int($1 - UInt8(ascii: "0")) }
         }
         self.init(address: address, length: length)
     }
