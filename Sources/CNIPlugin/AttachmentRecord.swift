@@ -216,3 +216,57 @@ public struct AttachmentStore: Sendable {
         }
     }
 }
+
+/// Which attachment holds each host port: `<stateDir>/cni/ports/<proto>-<port>-<hostIP|any>`,
+/// holding the owner's key. Two attachments' DNATs for one host port would race (whichever table
+/// the kernel consults first wins), so a second claim is refused — e.g. a runtime that passes `-p`
+/// to every network whose plugins declare the portMappings capability. Changed only under the lock.
+struct PortClaims {
+    let directory: String
+
+    init(store: AttachmentStore) { directory = store.root + "/ports" }
+
+    static func name(_ mapping: PortMapping) -> String {
+        "\(mapping.proto.rawValue)-\(mapping.hostPort)-\(mapping.hostIP?.description ?? "any")"
+    }
+
+    /// Claims every mapping for `key`; refuses (changing nothing) when another attachment holds
+    /// the same protocol and port on the same host address, or on any address.
+    func claim(_ mappings: [PortMapping], key: String, field: String = "runtimeConfig.portMappings") throws(CNIError) {
+        guard !mappings.isEmpty else { return }
+        let existing = entries()
+        for mapping in mappings {
+            let prefix = "\(mapping.proto.rawValue)-\(mapping.hostPort)-"
+            for (name, owner) in existing where name.hasPrefix(prefix) && owner != key {
+                let address = String(name.dropFirst(prefix.count))
+                if address == "any" || mapping.hostIP == nil || address == mapping.hostIP!.description {
+                    throw CNIError.config(field, "host port \(mapping.hostPort)/\(mapping.proto.rawValue)\(address == "any" ? "" : " on \(address)") is already mapped by another attachment (docknfv key \(owner)); declare the portMappings capability on one network only")
+                }
+            }
+        }
+        do {
+            try StateDirectory.prepare(directory)
+            for mapping in mappings where existing[Self.name(mapping)] != key {
+                try AtomicFile.write(directory + "/" + Self.name(mapping), contents: Array(key.utf8), mode: 0o600, durable: false)
+            }
+        } catch { throw CNIError(CNIError.ioFailure, "cannot record the host ports", details: "\(error)") }
+    }
+
+    /// Releases every port `key` holds (those of `mappings` and any other left by an older run).
+    func release(key: String) {
+        for (name, owner) in entries() where owner == key { unlink(directory + "/" + name) }
+    }
+
+    /// name → owner key.
+    func entries() -> [String: String] {
+        guard let dir = opendir(directory) else { return [:] }
+        defer { closedir(dir) }
+        var out: [String: String] = [:]
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            guard !name.hasPrefix("."), let owner = try? AtomicFile.readString(directory + "/" + name) else { continue }
+            out[name] = owner
+        }
+        return out
+    }
+}

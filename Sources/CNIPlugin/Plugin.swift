@@ -85,8 +85,13 @@ public struct Plugin {
         record.host = plan.host
         record.container = plan.container
         record.portMappings = config.portMappings
+        let ports = PortClaims(store: store)
+        try ports.claim(config.portMappings, key: attachment.key)
         // The record first: whatever happens next, DEL and GC know what may be there.
-        try store.save(record)
+        do { try store.save(record) } catch {
+            ports.release(key: attachment.key)
+            throw error
+        }
 
         let hostBackend = BackendSelector.backend(hostKind)
         let oldHost = previous?.host ?? Ruleset(owner: attachment.owner)
@@ -114,8 +119,21 @@ public struct Plugin {
             for interface in plan.localnetInterfaces { _ = try RoutingOperations(try LibNLRouting()).ensure(.routeLocalnet(interface), "1") }
         } catch {
             if hostApplied { _ = try? hostBackend.apply(oldHost, previous: plan.host) }
-            if let previous { try? store.save(previous) } else { try? store.delete(attachment) }
+            if let previous {
+                try? store.save(previous)
+                ports.release(key: attachment.key)
+                try? ports.claim(previous.portMappings, key: attachment.key)
+            } else {
+                try? store.delete(attachment)
+                ports.release(key: attachment.key)
+            }
             throw Self.cniError(error, doing: "ADD")
+        }
+        // A repeated ADD with fewer mappings gives up the others.
+        if let previous, previous.portMappings != config.portMappings {
+            for (name, owner) in ports.entries() where owner == attachment.key && !config.portMappings.map(PortClaims.name).contains(name) {
+                unlink(ports.directory + "/" + name)
+            }
         }
         return (config.prevResult ?? CNIResult.empty()).rendered(as: config.cniVersion)
     }
@@ -199,6 +217,7 @@ public struct Plugin {
         } else {
             try store.delete(attachment)
         }
+        PortClaims(store: store).release(key: attachment.key)
     }
 
     /// Removes everything of `attachment`: its host rules, and inside the container (when the
@@ -301,6 +320,7 @@ public struct Plugin {
                 do throws(CNIError) {
                     try remove(record.attachment, record: record, netns: record.netns, config: config)
                     try store.delete(record.attachment)
+                    PortClaims(store: store).release(key: record.attachment.key)
                 } catch { failures.append("\(record.attachment.id): \(error)") }
             }
         }
@@ -311,6 +331,11 @@ public struct Plugin {
             let key = String(table.dropFirst("docknfv-cni-".count))
             guard !valid.contains(key), !known.contains(key), let owner = try? Owner("cni-" + key) else { continue }
             do { _ = try BackendSelector.backend(.nftables).remove(Ruleset(owner: owner)) } catch { failures.append("table \(table): \(error)") }
+        }
+        // Host ports still claimed by attachments of this network that are gone.
+        let claims = PortClaims(store: store)
+        for (name, owner) in claims.entries() where owner.hasPrefix(prefix.dropFirst("docknfv-cni-".count)) && !valid.contains(owner) && !known.contains(owner) {
+            unlink(claims.directory + "/" + name)
         }
         if !failures.isEmpty {
             throw CNIError(CNIError.applyFailed, "GC could not remove everything", details: failures.joined(separator: "; "))
