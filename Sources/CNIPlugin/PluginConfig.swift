@@ -152,7 +152,9 @@ public struct PluginConfig: Sendable {
         if let block = try config.object("outbound") { outbound = try Self.outbound(block) }
         if let block = try config.object("redirect") { redirect = try Self.redirect(block) }
 
-        if let runtime = try config.object("runtimeConfig") {
+        // DEL works from the attachment's record (and tolerates anything the runtime passes there);
+        // reading a thousand ASG rules it will not use would only slow it down.
+        if command != .del, let runtime = try config.object("runtimeConfig") {
             portMappings = try Self.portMappings(runtime)
             if runtime.has("netOutRules") { netOutRules = try ASGConfig.rules(try runtime.objects("netOutRules")) }
             if let metadata = try runtime.object("metadata") { policyGroupID = try metadata.string("policy_group_id") }
