@@ -64,7 +64,7 @@ struct PluginBinaryTests {
         }
     }
 
-    func withLab<T>(_ body: (Lab) throws -> T) throws -> T {
+    func withLab<T>(_ body: (Lab) throws -> T) throws -> T { // also used by PluginFeatureTests
         try withNamespaces(["cnih", "cnic"]) { ns in
             try connect(ns[0], "veth0", ["10.70.0.1/24", "fd70::1/64"], ns[1], "eth0", ["10.70.0.2/24", "fd70::2/64"])
             let dir = NSTemporaryDirectory() + "dnfvt-cni-\(UUID().uuidString.prefix(8))"
