@@ -28,7 +28,7 @@ public struct Plugin {
         var version = CNIVersion.latest.description
         do throws(CNIError) {
             let request = try CNIRequest(environment: environment)
-            if request.command == .version { return (versionReply(stdin), 0) }
+            if request.command == .version { return (Self.versionReply(stdin), 0) }
             let json: JSON
             do { json = try JSON.parse(stdin) } catch {
                 throw CNIError(CNIError.decodeFailure, "cannot decode the network configuration", details: "\(error)")
@@ -49,7 +49,8 @@ public struct Plugin {
         }
     }
 
-    func versionReply(_ stdin: [UInt8]) -> [UInt8] {
+    /// VERSION's answer (runtimes probe it often; it needs neither the environment nor a config).
+    public static func versionReply(_ stdin: [UInt8]) -> [UInt8] {
         let asked = (try? JSON.parse(stdin))?["cniVersion"]?.string ?? CNIVersion.latest.description
         return JSON.object([
             ("cniVersion", .string(asked)),

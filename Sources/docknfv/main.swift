@@ -6,7 +6,36 @@ import CNIPlugin
 import Glibc
 #endif
 
+func readStdin() -> [UInt8] {
+    var input: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let count = read(0, &buffer, buffer.count)
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        input.append(contentsOf: buffer[..<count])
+    }
+    return input
+}
+
+func writeStdout(_ output: [UInt8]) {
+    var written = 0
+    while written < output.count {
+        let count = output[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+        if count < 0 && errno == EINTR { continue }
+        if count <= 0 { break }
+        written += count
+    }
+}
+
+// VERSION is probed often: answer it before building anything else.
+if let command = getenv("CNI_COMMAND"), String(cString: command) == "VERSION" {
+    writeStdout(Plugin.versionReply(readStdin()))
+    exit(0)
+}
+
 var environment: [String: String] = [:]
+environment.reserveCapacity(64)
 var cursor = environ
 while let entry = cursor.pointee {
     let text = String(cString: entry)
@@ -14,21 +43,6 @@ while let entry = cursor.pointee {
     cursor += 1
 }
 
-var input: [UInt8] = []
-var buffer = [UInt8](repeating: 0, count: 65536)
-while true {
-    let count = read(0, &buffer, buffer.count)
-    if count < 0 && errno == EINTR { continue }
-    if count <= 0 { break }
-    input.append(contentsOf: buffer[..<count])
-}
-
-let (output, status) = Plugin(environment: environment).run(stdin: input)
-var written = 0
-while written < output.count {
-    let count = output[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
-    if count < 0 && errno == EINTR { continue }
-    if count <= 0 { break }
-    written += count
-}
+let (output, status) = Plugin(environment: environment).run(stdin: readStdin())
+writeStdout(output)
 exit(status)
