@@ -3,6 +3,7 @@ import Conntrack
 import NetTypes
 import DualHome
 import NetNS
+import NetlinkRelease
 import RuleEngine
 import RuleState
 import Routing
@@ -35,15 +36,17 @@ public struct Plugin {
             }
             if let text = json["cniVersion"]?.string, CNIVersion(text) != nil { version = text }
             let config = try PluginConfig(json, command: request.command)
-            switch request.command {
-            case .add: return (try add(request, config).compact() + [0x0a], 0)
-            case .del: try del(request, config)
-            case .check: try check(request, config)
-            case .gc: try gc(config)
-            case .status: try status(config)
-            case .version: break
+            return try NetlinkRelease.together { () throws(CNIError) -> (output: [UInt8], status: Int32) in
+                switch request.command {
+                case .add: return (try add(request, config).compact() + [0x0a], 0)
+                case .del: try del(request, config)
+                case .check: try check(request, config)
+                case .gc: try gc(config)
+                case .status: try status(config)
+                case .version: break
+                }
+                return ([], 0)
             }
-            return ([], 0)
         } catch {
             return (error.json(cniVersion: version).compact() + [0x0a], 1)
         }
@@ -253,9 +256,9 @@ public struct Plugin {
         let containerRules = record?.container ?? Ruleset(owner: owner)
         do {
             try NetworkNamespace.run(path: netns) {
-                if let containerKind { _ = try BackendSelector.backend(containerKind).remove(containerRules) } else {
-                    _ = try BackendSelector.backend(.nftables).remove(containerRules)
-                }
+                // With a record, an empty container ruleset means nothing of ours is there to look for.
+                if let containerKind, record?.container.isEmpty == false { _ = try BackendSelector.backend(containerKind).remove(containerRules) }
+                else if record == nil { _ = try BackendSelector.backend(.nftables).remove(containerRules) }
                 if let tables { try SideRouting.remove(try LibNLRouting(), ifname: ifname, table: tables.0, otherTable: tables.1) }
             }
         } catch let error as NetworkNamespace.Error {

@@ -1,5 +1,6 @@
 import CLibMNL
 import NetTypes
+import NetlinkRelease
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -106,7 +107,10 @@ public enum Conntrack {
             self.socket = socket
         }
 
-        deinit { mnl_socket_close(socket) }
+        deinit {
+            let address = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(socket)))
+            NetlinkRelease.release { mnl_socket_close(OpaquePointer(bitPattern: address)) }
+        }
 
         /// Builds a ctnetlink message: header, nfgenmsg, then `attributes` as they are.
         func send(type: UInt16, flags: Int32, family: UInt8, attributes: [UInt8] = []) throws -> UInt32 {

@@ -1,4 +1,5 @@
 import CLibNFTNL
+import NetlinkRelease
 import RuleEngine
 #if canImport(Glibc)
 import Glibc
@@ -26,7 +27,11 @@ final class NFNetlink {
         sequence = UInt32(truncatingIfNeeded: time(nil))
     }
 
-    deinit { mnl_socket_close(socket) }
+    deinit {
+        // An OpaquePointer is not Sendable, its bit pattern is (the socket is ours alone now).
+        let address = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(socket)))
+        NetlinkRelease.release { mnl_socket_close(OpaquePointer(bitPattern: address)) }
+    }
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
