@@ -12,6 +12,7 @@ let package = Package(
         .executable(name: "docknfv-dhcp-hook", targets: ["docknfv-dhcp-hook"]),
         .executable(name: "docknfvctl", targets: ["docknfvctl"]),
         .executable(name: "docknfv", targets: ["docknfv"]),
+        .executable(name: "docknfv-agent", targets: ["docknfv-agent"]),
         .executable(name: "docknfv-bench", targets: ["docknfv-bench"]),
         .library(name: "Routing", targets: ["Routing"]),
         .library(name: "DualHome", targets: ["DualHome"]),
@@ -19,6 +20,9 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        // The policy agent's TLS client and metrics listener only (the CNI plugin links neither).
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
     ],
     targets: [
         // C libraries.
@@ -49,7 +53,18 @@ let package = Package(
         .target(name: "PortMap", dependencies: ["RuleEngine"]),
         .target(name: "ASG", dependencies: ["RuleEngine"]),
         .target(name: "CNI", dependencies: ["NetTypes", "StateFiles"]),
+        .target(name: "Policy", dependencies: ["RuleEngine", "StateFiles"]),
+        .target(name: "PolicyClient", dependencies: [
+            "Policy",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+        ]),
         .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
+        .target(name: "Agent", dependencies: [
+            "Policy", "PolicyClient", "CNIPlugin", "RuleEngine", "RuleState", "StateFiles", "NetTypes",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "NIOHTTP1", package: "swift-nio"),
+        ]),
         .target(name: "DHCPRoutes", dependencies: ["NetTypes"]),
         .target(name: "DHCPHook", dependencies: ["DHCPRoutes", "Routing", "StateFiles"]),
         .target(name: "InitSupervisor", dependencies: ["NetTypes", "DualHome", "Routing", "RuleState", "StateFiles", "CDockNFVShim"]),
@@ -67,6 +82,7 @@ let package = Package(
         .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"]),
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
         .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"]),
+        .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
         .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 
         // Tests.
@@ -88,6 +104,8 @@ let package = Package(
         .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
         // podman, libcni (a Go driver built by the tests) and the reference plugins around the real docknfv binary.
         .testTarget(name: "CNIEndToEndTests", dependencies: ["TestSupport", "docknfv"], exclude: ["cnidriver.go"]),
+        .testTarget(name: "AgentTests", dependencies: ["Policy", "RuleEngine", "TestSupport", "docknfv", "docknfv-agent"],
+                    exclude: ["agent-e2e.sh", "policy-server.py"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

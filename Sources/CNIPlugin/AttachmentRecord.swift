@@ -270,3 +270,17 @@ struct PortClaims {
         return out
     }
 }
+
+extension AttachmentStore {
+    /// The networks that have records (the policy agent's view of this node).
+    public func networks() -> [String] {
+        guard let dir = opendir(root) else { return [] }
+        defer { closedir(dir) }
+        var out: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if !name.hasPrefix("."), name != "ports", name != "lock", entry.pointee.d_type == UInt8(DT_DIR) { out.append(name) }
+        }
+        return out.sorted()
+    }
+}
