@@ -83,7 +83,7 @@ let package = Package(
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
         .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"]),
         .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
-        .executableTarget(name: "docknfv-bench", dependencies: ["DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["Policy", "DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),

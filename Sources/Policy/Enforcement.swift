@@ -41,11 +41,11 @@ public enum EnforcementPlanner {
             builder.chain(family, .filter, chain)
             try builder.append(family, .filter, "FORWARD", "-s \(overlay) -d \(container.address) -j \(chain)")
             try builder.append(family, .filter, chain, "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-            var seen = Set<String>()
+            var seen = Set<Rule>()
             for policy in (container.groupID.flatMap { byDestination[$0] } ?? []).sorted(by: order) {
-                let ports = policy.ports.lowerBound == policy.ports.upperBound ? "\(policy.ports.lowerBound)" : "\(policy.ports.lowerBound):\(policy.ports.upperBound)"
-                let rule = "-p \(policy.proto.rawValue) -m mark --mark 0x\(String(policy.sourceTag, radix: 16)) -m \(policy.proto.rawValue) --dport \(ports) -j ACCEPT"
-                if seen.insert(rule).inserted { try builder.append(family, .filter, chain, rule) }
+                // Built as values, not parsed from text: a poll may carry tens of thousands.
+                let rule = allowRule(policy, family: family)
+                if seen.insert(rule).inserted { builder.append(family, .filter, chain, rule) }
             }
             switch deny {
             case .reject: try builder.append(family, .filter, chain, "-j REJECT --reject-with \(family == .v4 ? "icmp-port-unreachable" : "icmp6-port-unreachable")")
@@ -56,6 +56,13 @@ public enum EnforcementPlanner {
             }
         }
         return builder.ruleset
+    }
+
+    /// `-p PROTO -m mark --mark 0xTAG -m PROTO --dport PORTS -j ACCEPT`.
+    static func allowRule(_ policy: Policy, family: IPFamily) -> Rule {
+        let ports = Negatable(PortRange(policy.ports.lowerBound, policy.ports.upperBound))
+        let portMatch: Match = policy.proto == .tcp ? .tcp(TCPMatch(destinationPorts: ports)) : .udp(UDPMatch(destinationPorts: ports))
+        return Rule(family: family, proto: Negatable(policy.proto == .tcp ? 6 : 17), matches: [.mark(MarkMatch(value: policy.sourceTag)), portMatch], target: .accept)
     }
 
     /// `C2C-` and the address in hex: stable, so a changed policy rewrites only its chain.

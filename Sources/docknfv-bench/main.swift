@@ -13,8 +13,11 @@
 //     removed); then with COUNT rules and a COUNT-element set present, one rule appended and one
 //     set element added, each as one change (timed; the kernel mark of the previous change is
 //     passed, as docknfvctl does).
+//   docknfv-bench agent NETNS_PATH COUNT ITERATIONS
+//     The policy agent's work: COUNT policies decoded, planned and committed; one changed; none changed.
 // Prints one line per measure: `name median_us p90_us`.
 import DualHome
+import Policy
 import NFTables
 import IPSet
 import IPTables
@@ -50,6 +53,9 @@ func gateways(_ text: String) -> [IPAddress] {
 }
 
 let args = CommandLine.arguments
+if args.count == 5, args[1] == "agent", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
+    benchAgent(netns: args[2], count: count, iterations: iterations)
+}
 if args.count == 5, args[1] == "sets", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchSets(netns: args[2], count: count, iterations: iterations)
 }
@@ -61,7 +67,7 @@ if args.count == 5, args[1] == "rules", let count = Int(args[3]), let iterations
     exit(0)
 }
 guard args.count == 6, args[1] == "dualhome", let iterations = Int(args[3]), iterations > 0 else {
-    fail("usage: docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS | rules NETNS_PATH COUNT ITERATIONS")
+    fail("usage: docknfv-bench dualhome NETNS_PATH ITERATIONS LEFT_GWS RIGHT_GWS | rules|sets|nftables|agent NETNS_PATH COUNT ITERATIONS")
 }
 var config = DualHomeConfig()
 config.left.gateways = gateways(args[4])
@@ -199,3 +205,58 @@ func benchNFTables(netns: String, count: Int, iterations: Int) -> Never {
     }
     exit(0)
 }
+
+/// The policy agent's work, in process: a poll answer with COUNT policies (destinations × sources)
+/// decoded, planned and committed into an empty namespace; then one changed policy; then a poll
+/// that changes nothing (which must commit nothing).
+func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
+    let clock = ContinuousClock()
+    let destinations = 100, sources = max(1, count / destinations)
+    func policies(changed: Int) -> [Policy] {
+        var out: [Policy] = []
+        for d in 0..<destinations {
+            for s in 0..<sources {
+                let port = UInt16(8000 + (d * sources + s == changed ? 1 : 0))
+                out.append(Policy(sourceID: "src\(s)", sourceTag: UInt32(s + 1), destinationID: "dst\(d)", destinationTag: UInt32(1000 + d), proto: .tcp, ports: port...port))
+            }
+        }
+        return out
+    }
+    let containers = (0..<destinations).map { LocalContainer(address: IPAddress("10.244.\($0 / 250).\($0 % 250 + 2)")!, groupID: "dst\($0)") }
+    let overlay = IPPrefix("10.244.0.0/16")!
+    let answer = PolicyDocument.encode(policies(changed: -1))
+    let backend = NFTablesBackend()
+    do {
+        let (full, one, none, noneCommitted) = try NetworkNamespace.run(path: netns) { () throws -> ([Double], [Double], [Double], Bool) in
+            var fullTimes: [Double] = [], oneTimes: [Double] = [], noneTimes: [Double] = []
+            var committed = false
+            for i in 0..<iterations {
+                var start = clock.now
+                let decoded = try PolicyDocument.decode(answer)
+                var current = try EnforcementPlanner.plan(decoded, containers: containers, overlay: overlay)
+                current.kernelMark = try backend.apply(current, previous: Ruleset(owner: EnforcementPlanner.owner)).kernelMark
+                fullTimes.append(microseconds(clock.now - start))
+
+                start = clock.now
+                var next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay)
+                next.kernelMark = try backend.apply(next, previous: current).kernelMark
+                oneTimes.append(microseconds(clock.now - start))
+                current = next
+
+                start = clock.now
+                next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay)
+                let report = try backend.apply(next, previous: current)
+                noneTimes.append(microseconds(clock.now - start))
+                committed = committed || report.changedAnything
+                _ = try backend.remove(current)
+            }
+            return (fullTimes, oneTimes, noneTimes, committed)
+        }
+        report("agent_converge_\(count)_policies", full)
+        report("agent_one_changed_policy", one)
+        report("agent_nothing_changed", none)
+        print("agent_nothing_changed_wrote_kernel \(noneCommitted ? 1 : 0)")
+    } catch { fail("\(error)") }
+    exit(0)
+}
+
