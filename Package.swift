@@ -106,6 +106,8 @@ let package = Package(
         .testTarget(name: "CNIEndToEndTests", dependencies: ["TestSupport", "docknfv"], exclude: ["cnidriver.go"]),
         .testTarget(name: "AgentTests", dependencies: ["Policy", "RuleEngine", "TestSupport", "docknfv", "docknfv-agent"],
                     exclude: ["agent-e2e.sh", "policy-server.py"]),
+        // scripts/build-images (buildah) and the built images under podman; drives images-podman.sh.
+        .testTarget(name: "ImagesEndToEndTests", dependencies: ["TestSupport"], exclude: ["images-podman.sh"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

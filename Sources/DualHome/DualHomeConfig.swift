@@ -100,6 +100,9 @@ public enum DualHomeError: Error, Equatable, CustomStringConvertible {
     case noAddress(side: String, interface: String)
     /// A kernel step failed; what this run had applied was rolled back (or the listed undo steps failed).
     case applyFailed(step: String, cause: String, rollbackFailures: [String])
+    /// /proc/sys is read-only (a container engine mounted it so) and these sysctls are not as the
+    /// plan needs; `flags` are the `--sysctl` options that set them when the container starts.
+    case sysctlsNotSet([String], flags: [String], rollbackFailures: [String])
 
     public var description: String {
         switch self {
@@ -114,6 +117,11 @@ public enum DualHomeError: Error, Equatable, CustomStringConvertible {
             var text = "applying the dual-home plan failed at \(step): \(cause)"
             text += failures.isEmpty ? "; everything this run applied was rolled back"
                 : "; rollback also failed for: " + failures.joined(separator: "; ")
+            return text
+        case .sysctlsNotSet(let settings, let flags, let failures):
+            var text = "/proc/sys is read-only here (container engines mount it so) and "
+                + settings.joined(separator: ", ") + "; start the container with " + flags.joined(separator: " ")
+            if !failures.isEmpty { text += "; rollback also failed for: " + failures.joined(separator: "; ") }
             return text
         }
     }

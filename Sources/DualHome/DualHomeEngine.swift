@@ -1,4 +1,7 @@
 import Routing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// One change `apply` made, kept so a later failure can undo it.
 public enum AppliedChange: Sendable, Equatable, CustomStringConvertible {
@@ -78,12 +81,26 @@ public struct DualHomeEngine {
                 step = "rule \(rule)"
                 if try operations.ensure(rule) == .created { journal.append(.addedRule(rule)) }
             }
+            // Container engines mount /proc/sys read-only: there the settings must already have
+            // been made with `--sysctl`. Collect every one that is not, to name all the flags at once.
+            var notSettable: [SysctlSetting] = []
             for setting in plan.sysctls {
                 step = "sysctl \(setting)"
-                if case .changed(let previous) = try operations.ensure(setting.key, setting.value) {
-                    journal.append(.changedSysctl(setting.key, previous: previous, now: setting.value))
+                do {
+                    if case .changed(let previous) = try operations.ensure(setting.key, setting.value) {
+                        journal.append(.changedSysctl(setting.key, previous: previous, now: setting.value))
+                    }
+                } catch RoutingError.sysctl(_, _, let code) where code == EROFS || code == EACCES || code == EPERM {
+                    if try !isSatisfied(setting) { notSettable.append(setting) }
                 }
             }
+            if !notSettable.isEmpty {
+                let failures = rollback(journal)
+                throw DualHomeError.sysctlsNotSet(notSettable.map { "\($0.key) is \((try? backend.readSysctl($0.key)) ?? "unreadable")" },
+                                                  flags: Self.sysctlFlags(for: notSettable), rollbackFailures: failures)
+            }
+        } catch let error as DualHomeError {
+            throw error
         } catch {
             let failures = rollback(journal)
             throw DualHomeError.applyFailed(step: step, cause: String(describing: error), rollbackFailures: failures)
@@ -121,12 +138,35 @@ public struct DualHomeEngine {
             out.append(Discrepancy(object: "rule \(rule)", problem: "missing"))
         }
         for setting in plan.sysctls {
+            if try isSatisfied(setting) { continue }
             let current = try backend.readSysctl(setting.key)
-            if current != setting.value {
-                out.append(Discrepancy(object: "sysctl \(setting.key)", problem: "is \(current), want \(setting.value)"))
-            }
+            out.append(Discrepancy(object: "sysctl \(setting.key)", problem: "is \(current), want \(setting.value)"))
         }
         return out
+    }
+
+    // MARK: Sysctls set by the container engine
+
+    /// Whether the kernel already behaves as `setting` asks. Reverse-path filtering is effectively
+    /// the larger of `conf.all.rp_filter` and the interface's value, and only strict mode (1) drops
+    /// crossing packets: off (0) or loose (2) through either key is fine — which is what
+    /// `--sysctl net.ipv4.conf.all.rp_filter=2` gives whatever the interfaces are called.
+    public func isSatisfied(_ setting: SysctlSetting) throws -> Bool {
+        let current = try backend.readSysctl(setting.key)
+        if current == setting.value { return true }
+        guard setting.key.isRPFilter, setting.value == "2" else { return false }
+        let all = try backend.readSysctl(.rpFilter("all"))
+        return max(Int(current) ?? 1, Int(all) ?? 1) != 1
+    }
+
+    /// The `--sysctl` flags (podman, docker) that make `settings` hold in a container.
+    public static func sysctlFlags(for settings: [SysctlSetting]) -> [String] {
+        var flags: [String] = []
+        for setting in settings {
+            let flag = setting.key.isRPFilter ? "--sysctl \(Sysctl.rpFilter("all"))=\(setting.value)" : "--sysctl \(setting.key)=\(setting.value)"
+            if !flags.contains(flag) { flags.append(flag) }
+        }
+        return flags
     }
 
     // MARK: Removing

@@ -19,6 +19,9 @@ public struct Sysctl: Hashable, Sendable, CustomStringConvertible {
     /// IPv6 router advertisements are ignored once forwarding is on unless accept_ra = 2.
     public static func acceptRA(_ interface: String) -> Sysctl { Sysctl(["net", "ipv6", "conf", interface, "accept_ra"]) }
 
+    /// `net.ipv4.conf.<interface>.rp_filter` (or `all` / `default`).
+    public var isRPFilter: Bool { components.count == 5 && components.starts(with: ["net", "ipv4", "conf"]) && components[4] == "rp_filter" }
+
     public var path: String { "/proc/sys/" + components.joined(separator: "/") }
     /// Dotted form as `sysctl` prints it (dots inside a component become slashes there).
     public var description: String {

@@ -72,6 +72,38 @@ struct DualHomeEngineTests {
         #expect(problems == ["rule ipv4 rule 100: from all iif eth1 lookup 102: missing", "sysctl net.ipv4.ip_forward: is 0, want 1"])
     }
 
+    /// Under a container engine /proc/sys is read-only: settings made with `--sysctl` are accepted
+    /// (loose or no reverse-path filtering through `conf.all` as well as per interface).
+    @Test(arguments: [["net.ipv4.conf.all.rp_filter": "2"], ["net.ipv4.conf.eth0.rp_filter": "2", "net.ipv4.conf.eth1.rp_filter": "2"], [:]])
+    func readOnlySysctlsAlreadySetAreAccepted(rpFilter: [String: String]) throws {
+        let backend = InMemoryRouting.vnf()
+        backend.readOnlySysctls = true
+        backend.sysctlValues[.ipv4Forwarding] = "1"
+        for (key, value) in rpFilter { backend.sysctlValues[Sysctl(key.split(separator: ".").map(String.init))] = value }
+        let engine = DualHomeEngine(backend)
+        let plan = try engine.plan(config())
+        let changes = try engine.apply(plan)
+        #expect(changes.count == plan.routes.count + plan.rules.count)
+        #expect(try engine.check(plan).isEmpty)
+    }
+
+    /// What is missing is named as the exact `--sysctl` flags, and the routing is rolled back.
+    @Test func readOnlySysctlsNotSetNameTheFlags() throws {
+        let backend = InMemoryRouting.vnf()
+        backend.readOnlySysctls = true
+        backend.sysctlValues[.rpFilter("eth1")] = "1"
+        let before = (backend.routeList, backend.ruleList)
+        let engine = DualHomeEngine(backend)
+        #expect(throws: DualHomeError.sysctlsNotSet(["net.ipv4.ip_forward is 0", "net.ipv4.conf.eth1.rp_filter is 1"],
+                                                    flags: ["--sysctl net.ipv4.ip_forward=1", "--sysctl net.ipv4.conf.all.rp_filter=2"],
+                                                    rollbackFailures: [])) {
+            try engine.apply(try engine.plan(self.config()))
+        }
+        #expect(backend.routeList == before.0 && backend.ruleList == before.1)
+        #expect(DualHomeError.sysctlsNotSet(["net.ipv4.ip_forward is 0"], flags: ["--sysctl net.ipv4.ip_forward=1"], rollbackFailures: []).description
+                == "/proc/sys is read-only here (container engines mount it so) and net.ipv4.ip_forward is 0; start the container with --sysctl net.ipv4.ip_forward=1")
+    }
+
     @Test func removeTakesOnlyWhatDocknfvOwns() throws {
         let backend = InMemoryRouting.vnf()
         let foreignRoute = Route(table: 101, destination: IPPrefix("192.0.2.0/24")!, gateway: IPAddress("10.1.0.1"), interface: "eth1", protocol: 4)

@@ -1,4 +1,7 @@
 import Routing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// An in-memory `RoutingBackend` for sequencing tests: a model of the kernel's route, rule and
 /// sysctl tables that can be told to fail the Nth write.
@@ -13,6 +16,8 @@ public final class InMemoryRouting: RoutingBackend {
     public var sysctlValues: [Sysctl: String] = [:]
     /// Fail the write with this 1-based number (counting every add/delete/write).
     public var failOnWrite: Int?
+    /// /proc/sys mounted read-only, as container engines do: sysctl writes fail with EROFS.
+    public var readOnlySysctls = false
     public private(set) var writes = 0
 
     private func write() throws {
@@ -45,7 +50,10 @@ public final class InMemoryRouting: RoutingBackend {
         if let index = ruleList.firstIndex(where: { $0.sameEffect(as: rule) }) { ruleList.remove(at: index) }
     }
     public func readSysctl(_ key: Sysctl) throws -> String { sysctlValues[key] ?? "0" }
-    public func writeSysctl(_ key: Sysctl, value: String) throws { try write(); sysctlValues[key] = value }
+    public func writeSysctl(_ key: Sysctl, value: String) throws {
+        if readOnlySysctls { throw RoutingError.sysctl(key: key.description, call: "open", errno: EROFS) }
+        try write(); sysctlValues[key] = value
+    }
 
     public static func vnf() -> InMemoryRouting {
         let backend = InMemoryRouting()

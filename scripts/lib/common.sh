@@ -12,7 +12,11 @@ RUNTIME_PACKAGES=(iproute2 iputils-ping iptables ipset nftables procps util-linu
 # The CNI end-to-end tests: podman (CNI backend, runc; the image is busybox-static), the reference
 # plugins, and Debian's libcni with Go to build a driver on it.
 PEER_PACKAGES=(dnsmasq-base isc-dhcp-client openvpn openssl
-  podman runc containernetworking-plugins golang-go golang-github-appc-cni-dev)
+  podman runc containernetworking-plugins golang-go golang-github-appc-cni-dev
+  buildah mmdebstrap)
+# Building the VNF images (scripts/build-images): buildah with vfs storage, mmdebstrap for the
+# local Debian base, podman to import and save; the images end-to-end tests need them too.
+IMAGE_PACKAGES=(buildah mmdebstrap podman runc)
 
 log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
