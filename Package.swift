@@ -59,7 +59,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
-        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
+        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "Policy", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
         .target(name: "Agent", dependencies: [
             "Policy", "PolicyClient", "CNIPlugin", "RuleEngine", "RuleState", "StateFiles", "NetTypes",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),

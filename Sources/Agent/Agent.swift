@@ -56,16 +56,7 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
     func takeForced() -> Bool { pthread_mutex_lock(&lock); defer { forced = false; pthread_mutex_unlock(&lock) }; return forced }
 
     /// The containers of this node that the overlay reaches.
-    public func registry() -> [LocalContainer] {
-        let store = AttachmentStore(stateDir: config.stateDir)
-        var out: [LocalContainer] = []
-        for network in store.networks() {
-            for case .success(let record) in (try? store.records(network: network)) ?? [] {
-                for address in record.addresses { out.append(LocalContainer(address: address.address, groupID: record.policyGroupID)) }
-            }
-        }
-        return out
-    }
+    public func registry() -> [LocalContainer] { AttachmentStore(stateDir: config.stateDir).localContainers() }
 
     /// The last good policy set from disk (enforced at start, before the first poll answers).
     public func loadLastGood() {
@@ -81,6 +72,15 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
             try StateDirectory.prepare(config.stateDir + "/agent")
             try AtomicFile.write(statePath, contents: PolicyDocument.encode(policies), mode: 0o600)
         } catch { log.error("cannot save the policy state", ["error": "\(error)"]) }
+    }
+
+    /// What the CNI plugin needs to apply the known policies to a new container at its ADD.
+    func saveEnforcement() {
+        let settings = AgentEnforcement(overlay: config.overlayNetwork, deny: config.denyAction, backend: backend.kind)
+        do {
+            try StateDirectory.prepare(config.stateDir + "/agent")
+            try AtomicFile.write(config.stateDir + "/agent/" + AgentEnforcement.fileName, contents: settings.json().compact(), mode: 0o600)
+        } catch { log.error("cannot save the enforcement settings", ["error": "\(error)"]) }
     }
 
     /// Makes the kernel hold what `policies` mean for the current containers.
@@ -122,6 +122,7 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
 
     /// Enforces the last good state, then polls every interval (or when forced) until `stop` says so.
     public func run(stop: @escaping @Sendable () -> Bool) async {
+        saveEnforcement()
         loadLastGood()
         if let policies {
             do { try enforce(policies); log.info("enforcing the last good policies", ["count": "\(policies.count)"]) } catch {

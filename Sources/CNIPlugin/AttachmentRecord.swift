@@ -1,4 +1,5 @@
 import CNI
+import Policy
 import NetTypes
 import PortMap
 import RuleEngine
@@ -272,6 +273,17 @@ struct PortClaims {
 }
 
 extension AttachmentStore {
+    /// Every container address recorded on this node with its policy group (the agent's registry).
+    public func localContainers() -> [LocalContainer] {
+        var out: [LocalContainer] = []
+        for network in networks() {
+            for case .success(let record) in (try? records(network: network)) ?? [] {
+                for address in record.addresses { out.append(LocalContainer(address: address.address, groupID: record.policyGroupID)) }
+            }
+        }
+        return out
+    }
+
     /// The networks that have records (the policy agent's view of this node).
     public func networks() -> [String] {
         guard let dir = opendir(root) else { return [] }

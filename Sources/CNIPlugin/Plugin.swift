@@ -4,6 +4,7 @@ import NetTypes
 import DualHome
 import NetNS
 import NetlinkRelease
+import Policy
 import RuleEngine
 import RuleState
 import Routing
@@ -133,6 +134,7 @@ public struct Plugin {
             }
             throw Self.cniError(error, doing: "ADD")
         }
+        if config.policyGroupID != nil { applyKnownPolicies(store) }
         // A repeated ADD with fewer mappings gives up the others.
         if let previous, previous.portMappings != config.portMappings {
             for (name, owner) in ports.entries() where owner == attachment.key && !config.portMappings.map(PortClaims.name).contains(name) {
@@ -200,6 +202,22 @@ public struct Plugin {
             }
         } catch { throw CNIError(CNIError.applyFailed, "cannot read the host's uplink MTU", details: "\(error)") }
         throw CNIError.config("mtu", "\"auto\": the host has no default route to take the uplink's MTU from")
+    }
+
+    /// When a policy agent runs on this node, applies the policies it last knew to the node's
+    /// containers (the new one included), so enforcement does not wait for its next poll. Best
+    /// effort: the agent converges anyway.
+    func applyKnownPolicies(_ store: AttachmentStore) {
+        let dir = store.stateDir + "/agent/"
+        guard let settingsBytes = try? AtomicFile.read(dir + AgentEnforcement.fileName), let settingsJSON = try? JSON.parse(settingsBytes),
+              let settings = AgentEnforcement(json: settingsJSON), let policyBytes = try? AtomicFile.read(dir + "policies.json") else { return }
+        do {
+            let policies = try PolicyDocument.decode(policyBytes)
+            let desired = try EnforcementPlanner.plan(policies, containers: store.localContainers(), overlay: settings.overlay, deny: settings.deny)
+            _ = try BackendSelector.backend(settings.backend).apply(desired, previous: Ruleset(owner: EnforcementPlanner.owner))
+        } catch {
+            FileHandleStderr.write("docknfv: the new container's policies wait for the agent's next poll: \(error)\n")
+        }
     }
 
     // MARK: DEL

@@ -1,4 +1,5 @@
 import RuleEngine
+import StateFiles
 
 /// A container on this node, from the CNI plugin's records.
 public struct LocalContainer: Sendable, Hashable {
@@ -73,5 +74,26 @@ public enum EnforcementPlanner {
     /// A stable order, so the same policies in another order plan the same rules.
     static func order(_ a: Policy, _ b: Policy) -> Bool {
         (a.sourceTag, a.proto.rawValue, a.ports.lowerBound, a.ports.upperBound) < (b.sourceTag, b.proto.rawValue, b.ports.lowerBound, b.ports.upperBound)
+    }
+}
+
+/// The agent's settings a CNI ADD needs to apply the known policies to a new container at once
+/// (`<stateDir>/agent/enforcement.json`, beside the last good `policies.json`).
+public struct AgentEnforcement: Sendable, Equatable {
+    public static let fileName = "enforcement.json"
+    public var overlay: IPPrefix
+    public var deny: DenyAction
+    public var backend: BackendKind
+
+    public init(overlay: IPPrefix, deny: DenyAction, backend: BackendKind) { self.overlay = overlay; self.deny = deny; self.backend = backend }
+
+    public func json() -> JSON {
+        .object([("overlayNetwork", .string(overlay.description)), ("denyAction", .string(deny.rawValue)), ("backend", .string(backend.rawValue))])
+    }
+
+    public init?(json: JSON) {
+        guard let overlay = json["overlayNetwork"]?.string.flatMap({ IPPrefix($0) }), let deny = json["denyAction"]?.string.flatMap(DenyAction.init(rawValue:)),
+              let backend = json["backend"]?.string.flatMap(BackendKind.init(rawValue:)) else { return nil }
+        self.init(overlay: overlay, deny: deny, backend: backend)
     }
 }

@@ -14,7 +14,7 @@ struct AgentEndToEndTests {
         let result = try runCommand(["timeout", "180", "bash", script, TestEnv.binDir.path, Self.root.path])
         let passes = result.stdout.split(separator: "\n").filter { $0.hasPrefix("PASS: ") }
         #expect(result.status == 0, "\(result)")
-        #expect(passes.count == 9, "\(result.stdout)")
+        #expect(passes.count == 10, "\(result.stdout)")
         #expect(result.stdout.contains("all agent end-to-end checks passed"))
     }
 }

@@ -8,7 +8,7 @@
 set -euo pipefail
 BIN=$(cd "$1" && pwd); ROOT=$(cd "$2" && pwd)
 id=$$
-HOST=dnfvt-agh-$id; A=dnfvt-aga-$id; B=dnfvt-agb-$id
+HOST=dnfvt-agh-$id; A=dnfvt-aga-$id; B=dnfvt-agb-$id; C=dnfvt-agc-$id
 work=$(mktemp -d /tmp/dnfvt-agent-XXXXXX)
 pids=()
 agent_pid=""; server_pid=""
@@ -17,7 +17,7 @@ cleanup() {
   for p in $agent_pid $server_pid "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   sleep 0.2
   for p in $agent_pid $server_pid "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
-  for ns in "$HOST" "$A" "$B"; do ip netns delete "$ns" 2>/dev/null || true; done
+  for ns in "$HOST" "$A" "$B" "$C"; do ip netns delete "$ns" 2>/dev/null || true; done
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -137,6 +137,16 @@ grep -q 'poll failed' "$work/untrusting.log" && grep -qi 'certificate' "$work/un
   || { cat "$work/untrusting.log" >&2; fail "an agent that does not trust the server's CA should fail its polls"; }
 reach 8080 || fail "the untrusting agent changed the rules"
 pass "the server refuses a client without a certificate; the agent refuses an untrusted server and keeps the rules"
+
+# With no agent running, a new container of group gb gets the known policies at its ADD.
+ip netns add "$C"; ip -n "$C" link set lo up
+C_IP=$(add "$C" gb)
+for port in 8080 9090; do ip netns exec "$C" busybox nc -ll -p $port -e /bin/echo hello >/dev/null 2>&1 & pids+=($!); done
+wait_for 5 "C's listener" ip netns exec "$C" sh -c "busybox netstat -ltn | grep -q :9090"
+reach_c() { [ "$(ip netns exec "$A" busybox nc -w 2 "$C_IP" "$1" </dev/null 2>/dev/null)" = hello ]; }
+reach_c 8080 || fail "the new container should accept what the known policy allows"
+reach_c 9090 && fail "the new container should reject what no policy allows, at once"
+pass "a container added while the agent is down gets the known policies at its ADD"
 
 sed 's#"clientKeyFile":"[^"]*"#"clientKeyFile":"/nonexistent/client.key"#' "$work/agent.json" > "$work/agent-nokey.json"
 if ip netns exec "$HOST" "$BIN/docknfv-agent" --config "$work/agent-nokey.json" > "$work/nokey.log" 2>&1; then fail "started without its key"; fi
