@@ -163,7 +163,9 @@ dockwall() {
 
   podman_ restart -t 2 dockwall >/dev/null || fail "podman restart dockwall"
   wait_for 30 "dockwall to start again" up 2
-  podman_ logs dockwall 2>&1 | grep -q 'configured rules unchanged' || fail "the restart re-imported the configured rules"
+  # Read the logs whole first: with pipefail, `grep -q` closing the pipe early fails `podman logs`.
+  podman_ logs dockwall > "$work/dockwall-restart.log" 2>&1 || true
+  grep -q 'configured rules unchanged' "$work/dockwall-restart.log" || fail "the restart re-imported the configured rules"
   route_through
   in_ "$L" ping -c 1 -W 2 10.92.0.2 >/dev/null || fail "left cannot ping beyond after the restart"
   tcp_ok "$L" 10.92.0.2 7001 && fail "the runtime rule did not survive the restart"
@@ -207,7 +209,7 @@ dockvpn() {
     --sysctl net.ipv4.ip_forward=1 --network vleft:interface_name=eth1 --network vright:interface_name=eth0 \
     -e DOCKNFV_RIGHT_GW=10.93.2.1 -e DOCKVPN_MASQUERADE=1 -v "$work/secrets:/run/secrets/dockvpn:ro" \
     "$image" >/dev/null || fail "podman run dockvpn"
-  vpn_up() { podman_ logs dockvpn 2>&1 | grep -q 'Initialization Sequence Completed'; }
+  vpn_up() { podman_ logs dockvpn 2>&1 | grep -c 'Initialization Sequence Completed' | grep -qvx 0; }
   wait_for 60 "the OpenVPN server in dockvpn" vpn_up
   podman_ exec dockvpn ip route show proto 78 > "$work/vpn-routes.txt"
   grep -q '192.168.50.0/24 via 10.93.1.1 dev eth1' "$work/vpn-routes.txt" || fail "option 121 route not installed: $(cat "$work/vpn-routes.txt")"
