@@ -104,7 +104,7 @@ let package = Package(
         .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
         // podman, libcni (a Go driver built by the tests) and the reference plugins around the real docknfv binary.
         .testTarget(name: "CNIEndToEndTests", dependencies: ["TestSupport", "docknfv"], exclude: ["cnidriver.go"]),
-        .testTarget(name: "AgentTests", dependencies: ["Policy", "RuleEngine", "TestSupport", "docknfv", "docknfv-agent"],
+        .testTarget(name: "AgentTests", dependencies: ["Policy", "RuleEngine", "NFTables", "NetNS", "TestSupport", "docknfv", "docknfv-agent"],
                     exclude: ["agent-e2e.sh", "policy-server.py"]),
         // scripts/build-images (buildah) and the built images under podman; drives images-podman.sh.
         .testTarget(name: "ImagesEndToEndTests", dependencies: ["TestSupport"], exclude: ["images-podman.sh"]),
