@@ -28,7 +28,8 @@ public struct BackendSelection: Sendable, Equatable {
 /// `iptables` command is (as update-alternatives set it), so that the operator's usual tool shows
 /// docknfv's rules. Runs inside the namespace (it looks at what the namespace holds).
 public struct BackendSelector: Sendable {
-    /// Where the system's `iptables` command is looked for.
+    /// Where the system's `iptables` command is looked for. Only resolved with realpath(3), to see
+    /// which variant update-alternatives chose; never run.
     public var iptablesPaths = ["/usr/sbin/iptables", "/sbin/iptables", "/usr/bin/iptables"]
     /// Probes of what the namespace holds (replaceable in tests).
     public var legacyHoldsRules: @Sendable () -> Bool = { XTablesBackend().namespaceHoldsRules() }
