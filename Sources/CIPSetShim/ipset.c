@@ -106,6 +106,7 @@ static void put_elem(struct nlmsghdr *nlh, uint8_t family, const struct dnfv_ips
         mnl_attr_put_u16(nlh, IPSET_ATTR_PORT | NLA_F_NET_BYTEORDER, htons(elem->port));
         mnl_attr_put_u8(nlh, IPSET_ATTR_PROTO, elem->proto);
     }
+    if (elem->has_mark) mnl_attr_put_u32(nlh, IPSET_ATTR_MARK | NLA_F_NET_BYTEORDER, htonl(elem->mark));
     mnl_attr_nest_end(nlh, data);
 }
 
@@ -202,6 +203,7 @@ static void read_elem(const struct nlattr *data, struct dnfv_ipset_elem *elem) {
         case IPSET_ATTR_CIDR: elem->cidr = mnl_attr_get_u8(attr); break;
         case IPSET_ATTR_PORT: elem->port = ntohs(mnl_attr_get_u16(attr)); break;
         case IPSET_ATTR_PROTO: elem->proto = mnl_attr_get_u8(attr); break;
+        case IPSET_ATTR_MARK: elem->mark = ntohl(mnl_attr_get_u32(attr)); elem->has_mark = 1; break;
         }
     }
 }

@@ -12,6 +12,7 @@ extension SetType {
         case .hashNet: return 6
         case .hashIP: return 4
         case .hashIPPort: return 5
+        case .hashIPMark: return 2
         }
     }
 }
@@ -23,6 +24,8 @@ extension SetEntry {
         elem.cidr = UInt8(prefixLength ?? 0)
         elem.proto = proto ?? 0
         elem.port = port ?? 0
+        elem.mark = mark ?? 0
+        elem.has_mark = mark == nil ? 0 : 1
         return elem
     }
 }
@@ -97,7 +100,7 @@ public enum IPSet {
                 let bytes = withUnsafeBytes(of: &e.addr) { Array($0.prefix(fam.byteCount)) }
                 let address = IPAddress(family: fam, bytes: bytes)!
                 return SetEntry(address: address, prefixLength: e.cidr == 0 || Int(e.cidr) == fam.bitCount ? nil : Int(e.cidr),
-                                proto: e.proto == 0 ? nil : e.proto, port: e.proto == 0 ? nil : e.port)
+                                proto: e.proto == 0 ? nil : e.proto, port: e.proto == 0 ? nil : e.port, mark: e.has_mark == 0 ? nil : e.mark)
             }
             return Listing(type: typeName, family: fam, entries: entries)
         }

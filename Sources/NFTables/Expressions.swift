@@ -93,7 +93,7 @@ enum NFT {
     static let setAnonymous: UInt32 = 1, setConstant: UInt32 = 2, setInterval: UInt32 = 4
     static let elemIntervalEnd: UInt32 = 1
     /// nft's datatype ids (shown by `nft list`): ipv4_addr, ipv6_addr, inet_proto, inet_service, fib_addrtype.
-    static let typeIPv4: UInt32 = 7, typeIPv6: UInt32 = 8, typeProto: UInt32 = 12, typeService: UInt32 = 13, typeFibAddr: UInt32 = 38
+    static let typeIPv4: UInt32 = 7, typeIPv6: UInt32 = 8, typeProto: UInt32 = 12, typeService: UInt32 = 13, typeMark: UInt32 = 19, typeFibAddr: UInt32 = 38
 
     static func family(_ family: IPFamily) -> UInt16 { family == .v4 ? 2 : 10 } // NFPROTO_IPV4 / NFPROTO_IPV6
 }

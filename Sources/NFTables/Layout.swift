@@ -94,6 +94,9 @@ struct SetShape: Equatable, Sendable {
         case .hashIPPort:
             keyType = (address << 12) | (NFT.typeProto << 6) | NFT.typeService // nft's concatenated type id
             keyLength = UInt32(spec.family.byteCount) + 8; interval = false
+        case .hashIPMark:
+            keyType = (address << 6) | NFT.typeMark
+            keyLength = UInt32(spec.family.byteCount) + 4; interval = false
         }
     }
 
@@ -112,6 +115,10 @@ struct SetShape: Equatable, Sendable {
             return Set(spec.entries.map(\.address.bytes)).sorted { $0.lexicographicallyPrecedes($1) }.map { ($0, $0) }
         case .hashIPPort:
             let keys = Set(spec.entries.map { $0.address.bytes + Bytes.padded([$0.proto ?? 6]) + Bytes.padded(Bytes.be16($0.port ?? 0)) })
+            return keys.sorted { $0.lexicographicallyPrecedes($1) }.map { ($0, $0) }
+        case .hashIPMark:
+            // The mark as `meta mark` loads it into a register: host order.
+            let keys = Set(spec.entries.map { $0.address.bytes + Bytes.host32($0.mark ?? 0) })
             return keys.sorted { $0.lexicographicallyPrecedes($1) }.map { ($0, $0) }
         }
     }

@@ -225,6 +225,11 @@ struct Translator {
             return [address, .meta(key: NFT.metaL4proto, dreg: next),
                     .payload(base: .transport, offset: match.directions[1] == .src ? 0 : 2, length: 2, dreg: next + 1),
                     .lookup(sreg: NFT.reg1, set: match.name, setID: nil, inverted: match.inverted)]
+        case .hashIPMark:
+            // address . mark: the packet's mark in the register after the address (the second
+            // direction means nothing, as with xt_set).
+            let next = NFT.reg32_00 + UInt32(family.byteCount / 4)
+            return [address, .meta(key: NFT.metaMark, dreg: next), .lookup(sreg: NFT.reg1, set: match.name, setID: nil, inverted: match.inverted)]
         }
     }
 

@@ -3,23 +3,29 @@ public enum SetType: String, Sendable, CaseIterable, Codable {
     case hashNet = "hash:net"
     case hashIP = "hash:ip"
     case hashIPPort = "hash:ip,port"
+    /// An address and the packet mark (`--match-set NAME dst,dst`: the second direction is
+    /// ignored, the mark is the packet's).
+    case hashIPMark = "hash:ip,mark"
 
     /// How many packet fields a lookup takes (`-m set --match-set NAME src,dst` uses that many).
-    public var dimension: Int { self == .hashIPPort ? 2 : 1 }
+    public var dimension: Int { self == .hashIPPort || self == .hashIPMark ? 2 : 1 }
 }
 
-/// One element: `10.0.0.0/8` (hash:net), `10.0.0.1` (hash:ip), `10.0.0.1,tcp:80` (hash:ip,port).
+/// One element: `10.0.0.0/8` (hash:net), `10.0.0.1` (hash:ip), `10.0.0.1,tcp:80` (hash:ip,port),
+/// `10.0.0.1,0x00000005` (hash:ip,mark).
 public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
     public var address: IPAddress
     public var prefixLength: Int?
     public var proto: UInt8?
     public var port: UInt16?
+    public var mark: UInt32?
 
-    public init(address: IPAddress, prefixLength: Int? = nil, proto: UInt8? = nil, port: UInt16? = nil) {
+    public init(address: IPAddress, prefixLength: Int? = nil, proto: UInt8? = nil, port: UInt16? = nil, mark: UInt32? = nil) {
         self.address = address
         self.prefixLength = prefixLength
         self.proto = proto
         self.port = port
+        self.mark = mark
     }
 
     static let protocols: [(String, UInt8)] = [("tcp", 6), ("udp", 17), ("sctp", 132), ("udplite", 136)]
@@ -40,6 +46,14 @@ public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
             let protoName = portParts.count == 2 ? portParts[0].lowercased() : "tcp"
             guard let proto = Self.protocols.first(where: { $0.0 == protoName })?.1, let port = UInt16(portParts.last!) else { return nil }
             self.init(address: address, proto: proto, port: port)
+        case .hashIPMark:
+            // The mark as ipset reads it: 0x-prefixed hex or decimal.
+            let parts = text.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, let address = IPAddress(parts[0]) else { return nil }
+            let markText = parts[1].lowercased()
+            let mark = markText.hasPrefix("0x") ? UInt32(markText.dropFirst(2), radix: 16) : UInt32(markText, radix: 10)
+            guard let mark, !markText.isEmpty, markText != "0x" else { return nil }
+            self.init(address: address, mark: mark)
         }
     }
 
@@ -53,6 +67,11 @@ public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
         if let prefixLength, prefixLength != address.family.bitCount { text += "/\(prefixLength)" }
         if let proto, let port {
             text += ",\(Self.protocols.first { $0.1 == proto }?.0 ?? String(proto)):\(port)"
+        }
+        if let mark {
+            // As `ipset list` prints it.
+            let hex = String(mark, radix: 16)
+            text += ",0x" + String(repeating: "0", count: 8 - hex.count) + hex
         }
         return text
     }

@@ -14,6 +14,31 @@ struct IPSetTests {
         return (parts[0], Set(parts.count > 1 ? parts[1].split(separator: "\n").map(String.init) : []))
     }
 
+    /// hash:ip,mark where the kernel has it (Debian's does, as a module); where it does not (this
+    /// CI kernel is built without CONFIG_IP_SET_HASH_IPMARK), a clear refusal and nothing created.
+    @Test func ipMarkSetsOrAClearRefusal() throws {
+        try withNamespaces(["ipset"]) { ns throws in
+            let supported = (try? ns[0].mustRun(["ipset", "create", "probe", "hash:ip,mark"])) != nil
+            let entries = ["10.1.1.1,0x5", "10.1.1.1,0x0000001f"].map { SetEntry($0, type: .hashIPMark)! }
+            var failure: String?
+            do {
+                try NetworkNamespace.run(path: ns[0].path) { () throws in
+                    try IPSet.create("dnfv-mark", type: .hashIPMark, family: .v4)
+                    try IPSet.add("dnfv-mark", family: .v4, entries)
+                }
+            } catch { failure = "\(error)" }
+            guard supported else {
+                #expect(failure?.contains("does not support") == true, "\(failure ?? "created")")
+                #expect(try !ns[0].mustRun(["ipset", "list", "-n"]).contains("dnfv-mark"))
+                return
+            }
+            #expect(failure == nil)
+            #expect(try ipsetList(ns[0], "dnfv-mark").members == ["10.1.1.1,0x00000005", "10.1.1.1,0x0000001f"])
+            let ours = try NetworkNamespace.run(path: ns[0].path) { try IPSet.list("dnfv-mark") }
+            #expect(Set(ours.entries) == Set(entries))
+        }
+    }
+
     @Test(arguments: [
         (SetType.hashNet, IPFamily.v4, ["10.0.0.0/8", "192.168.1.0/24", "203.0.113.7"]),
         (.hashIP, .v4, ["10.1.1.1", "10.1.1.2"]),

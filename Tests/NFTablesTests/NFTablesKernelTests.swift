@@ -239,10 +239,12 @@ struct NFTablesKernelTests {
             func entries(_ texts: [String], _ type: SetType) -> [SetEntry] { texts.map { SetEntry($0, type: type)! } }
             var ruleset = Ruleset(
                 tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules([
-                    "-m set --match-set nets src -j DROP", "-m set ! --match-set hosts dst -j ACCEPT", "-m set --match-set services dst,dst -j ACCEPT"])])],
+                    "-m set --match-set nets src -j DROP", "-m set ! --match-set hosts dst -j ACCEPT", "-m set --match-set services dst,dst -j ACCEPT",
+                    "-p tcp --dport 8080 -m set --match-set tagged dst,dst -j ACCEPT"])])],
                 sets: ["nets": SetSpec(type: .hashNet, family: .v4, entries: entries(["10.0.0.0/8", "10.1.0.0/16", "192.168.1.0/24", "192.168.2.0/24"], .hashNet)),
                        "hosts": SetSpec(type: .hashIP, family: .v4, entries: entries(["10.0.0.1", "10.0.0.2"], .hashIP)),
-                       "services": SetSpec(type: .hashIPPort, family: .v4, entries: entries(["10.0.0.1,tcp:80", "10.0.0.2,udp:53"], .hashIPPort))])
+                       "services": SetSpec(type: .hashIPPort, family: .v4, entries: entries(["10.0.0.1,tcp:80", "10.0.0.2,udp:53"], .hashIPPort)),
+                       "tagged": SetSpec(type: .hashIPMark, family: .v4, entries: entries(["10.0.0.1,0x5", "10.0.0.1,0x1f"], .hashIPMark))])
             _ = try apply(ns[0], ruleset)
             let listed = try listing(ns[0])
             #expect(listed.contains("ip saddr @nets counter drop"))
@@ -250,15 +252,22 @@ struct NFTablesKernelTests {
             #expect(listed.contains("ip daddr . meta l4proto . tcp dport @services counter accept") || listed.contains("ip daddr . meta l4proto . th dport @services counter accept"))
             #expect(try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "nets"]).contains("elements = { 10.0.0.0/8, 192.168.1.0-192.168.2.255 }"))
             #expect(try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "services"]).contains("10.0.0.1 . tcp . 80"))
+            #expect(listed.contains("tcp dport 8080 ip daddr . meta mark @tagged counter accept"))
+            let tagged = try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "tagged"])
+            #expect(tagged.contains("type ipv4_addr . mark"), "\(tagged)")
+            #expect(tagged.contains("10.0.0.1 . 0x00000005") && tagged.contains("10.0.0.1 . 0x0000001f"), "\(tagged)")
             let previous = ruleset
             ruleset.sets["nets"]!.entries = entries(["10.0.0.0/8", "172.16.0.0/12"], .hashNet)
             ruleset.sets["hosts"]!.entries.append(SetEntry("10.0.0.3", type: .hashIP)!)
+            ruleset.sets["tagged"]!.entries = entries(["10.0.0.1,0x5", "10.0.0.2,0x1f"], .hashIPMark)
             let report = try apply(ns[0], ruleset, previous: previous)
-            #expect(report.sets == ["hosts", "nets"])
+            #expect(report.sets == ["hosts", "nets", "tagged"])
             #expect(report.committed.isEmpty)
             #expect(try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "nets"]).contains("elements = { 10.0.0.0/8, 172.16.0.0/12 }"))
             let hosts = try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "hosts"])
             for host in ["10.0.0.1", "10.0.0.2", "10.0.0.3"] { #expect(hosts.contains(host), "\(hosts)") }
+            let retagged = try ns[0].mustRun(["nft", "list", "set", "ip", "docknfv", "tagged"])
+            #expect(retagged.contains("10.0.0.2 . 0x0000001f") && !retagged.contains("10.0.0.1 . 0x0000001f"), "\(retagged)")
             #expect(try inside(ns[0]) { try NFTablesBackend().check(ruleset) }.allSatisfy { $0.1.isEmpty })
         }
     }

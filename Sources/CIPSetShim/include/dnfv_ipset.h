@@ -9,13 +9,15 @@
 #include <stdint.h>
 
 /// One element: an address (4 or 16 bytes, network order) with an optional prefix length
-/// (cidr 0 = none) and an optional protocol + port (proto 0 = none), as hash:ip, hash:net and
-/// hash:ip,port use them.
+/// (cidr 0 = none), an optional protocol + port (proto 0 = none) and an optional mark (has_mark),
+/// as hash:ip, hash:net, hash:ip,port and hash:ip,mark use them.
 struct dnfv_ipset_elem {
     uint8_t addr[16];
     uint8_t cidr;
     uint8_t proto;
     uint16_t port;
+    uint32_t mark;
+    uint8_t has_mark;
 };
 
 /// All calls return 0, or -1 with errno set to the kernel's error — an errno or one of ipset's
