@@ -86,7 +86,8 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
     /// Makes the kernel hold what `policies` mean for the current containers.
     @discardableResult
     public func enforce(_ policies: [Policy]) throws -> ApplyReport {
-        let desired = try EnforcementPlanner.plan(policies, containers: registry(), overlay: config.overlayNetwork, deny: config.denyAction)
+        let desired = try EnforcementPlanner.plan(policies, containers: registry(), overlay: config.overlayNetwork, deny: config.denyAction,
+                                                 style: .for(backend.kind))
         var report = try backend.apply(desired, previous: previous)
         previous = desired
         previous.kernelMark = report.kernelMark

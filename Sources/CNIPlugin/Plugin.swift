@@ -213,7 +213,8 @@ public struct Plugin {
               let settings = AgentEnforcement(json: settingsJSON), let policyBytes = try? AtomicFile.read(dir + "policies.json") else { return }
         do {
             let policies = try PolicyDocument.decode(policyBytes)
-            let desired = try EnforcementPlanner.plan(policies, containers: store.localContainers(), overlay: settings.overlay, deny: settings.deny)
+            let desired = try EnforcementPlanner.plan(policies, containers: store.localContainers(), overlay: settings.overlay, deny: settings.deny,
+                                                     style: .for(settings.backend))
             _ = try BackendSelector.backend(settings.backend).apply(desired, previous: Ruleset(owner: EnforcementPlanner.owner))
         } catch {
             FileHandleStderr.write("docknfv: the new container's policies wait for the agent's next poll: \(error)\n")

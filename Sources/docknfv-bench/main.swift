@@ -233,18 +233,18 @@ func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
             for i in 0..<iterations {
                 var start = clock.now
                 let decoded = try PolicyDocument.decode(answer)
-                var current = try EnforcementPlanner.plan(decoded, containers: containers, overlay: overlay)
+                var current = try EnforcementPlanner.plan(decoded, containers: containers, overlay: overlay, style: .sets)
                 current.kernelMark = try backend.apply(current, previous: Ruleset(owner: EnforcementPlanner.owner)).kernelMark
                 fullTimes.append(microseconds(clock.now - start))
 
                 start = clock.now
-                var next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay)
+                var next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay, style: .sets)
                 next.kernelMark = try backend.apply(next, previous: current).kernelMark
                 oneTimes.append(microseconds(clock.now - start))
                 current = next
 
                 start = clock.now
-                next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay)
+                next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay, style: .sets)
                 let report = try backend.apply(next, previous: current)
                 noneTimes.append(microseconds(clock.now - start))
                 committed = committed || report.changedAnything

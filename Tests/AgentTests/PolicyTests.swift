@@ -49,4 +49,31 @@ struct PolicyTests {
         #expect(try EnforcementPlanner.plan(policies.reversed(), containers: containers.reversed(), overlay: IPPrefix("10.244.0.0/16")!) == ruleset,
                 "order does not matter")
     }
+
+    @Test func withSetsEachPortRangeIsOneRuleAndEachPolicyOneElement() throws {
+        func policy(_ tag: UInt32, _ proto: Policy.Proto, _ ports: ClosedRange<UInt16>, to group: String = "gb") -> Policy {
+            Policy(sourceID: "g\(tag)", sourceTag: tag, destinationID: group, destinationTag: 0x99, proto: proto, ports: ports)
+        }
+        let policies = [policy(0x3, .tcp, 8080...8080), policy(0x1, .tcp, 8080...8080), policy(0x2, .udp, 53...54), policy(0x1, .tcp, 8080...8080),
+                        policy(0x7, .tcp, 9000...9000, to: "elsewhere")]
+        let containers = [LocalContainer(address: IPAddress("10.244.0.3")!, groupID: "gb"), LocalContainer(address: IPAddress("10.244.0.4")!, groupID: "gc")]
+        let ruleset = try EnforcementPlanner.plan(policies, containers: containers, overlay: IPPrefix("10.244.0.0/16")!, style: .sets)
+        let filter = try #require(ruleset.table(TableKey(.v4, .filter)))
+        #expect(filter.entries["C2C-0af40003"]?.map(\.text) == [
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+            "-p tcp -m tcp --dport 8080 -m set --match-set c2c-0af40003-t8080 dst,dst -j ACCEPT",
+            "-p udp -m udp --dport 53:54 -m set --match-set c2c-0af40003-u53-54 dst,dst -j ACCEPT",
+            "-j REJECT --reject-with icmp-port-unreachable",
+        ])
+        #expect(filter.entries["C2C-0af40004"]?.map(\.text) == ["-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", "-j REJECT --reject-with icmp-port-unreachable"],
+                "a destination without policies accepts only replies")
+        #expect(ruleset.sets.keys.sorted() == ["c2c-0af40003-t8080", "c2c-0af40003-u53-54"])
+        #expect(ruleset.sets["c2c-0af40003-t8080"]?.entries.map(\.description) == ["10.244.0.3,0x00000001", "10.244.0.3,0x00000003"], "a repeated policy is one element")
+        #expect(ruleset.sets["c2c-0af40003-t8080"]?.type == .hashIPMark)
+        // Parsed back, the texts are the same rules: what the state and the iptables tools read.
+        for (chain, entries) in filter.entries { for entry in entries { #expect(try RuleParser(family: .v4).parse(entry.text) == [try entry.rule()], "\(chain): \(entry.text)") } }
+        #expect(try EnforcementPlanner.plan(policies.reversed(), containers: containers.reversed(), overlay: IPPrefix("10.244.0.0/16")!, style: .sets) == ruleset,
+                "order does not matter")
+        #expect(EnforcementStyle.for(.nftables) == .sets && EnforcementStyle.for(.iptables) == .rules)
+    }
 }

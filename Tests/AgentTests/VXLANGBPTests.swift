@@ -40,7 +40,7 @@ struct VXLANGBPTests {
         let plans = [(node1, LocalContainer(address: IPAddress("10.250.1.2")!, groupID: "ga")),
                      (node2, LocalContainer(address: IPAddress("10.250.2.2")!, groupID: "gb"))]
         for (node, container) in plans {
-            let ruleset = try EnforcementPlanner.plan(policies, containers: [container], overlay: Self.overlay)
+            let ruleset = try EnforcementPlanner.plan(policies, containers: [container], overlay: Self.overlay, style: .sets)
             _ = try NetworkNamespace.run(path: node.path) { try backend.apply(ruleset, previous: Ruleset(owner: EnforcementPlanner.owner)) }
         }
     }
@@ -58,6 +58,9 @@ struct VXLANGBPTests {
             // A policy for A's group (tag 0x1): node 1 marks A's packets, node 2 accepts that mark.
             try enforce([Self.policy(from: "ga", tag: 1)], node1: node1, node2: node2)
             #expect(try node1.mustRun(["nft", "list", "ruleset"]).contains("meta mark set 0x00000001"))
+            let guarded = try node2.mustRun(["nft", "list", "ruleset"])
+            #expect(guarded.contains("tcp dport 8080 ip daddr . meta mark @c2c-0afa0202-t8080 counter packets 0 bytes 0 accept"), "\(guarded)")
+            #expect(guarded.contains("10.250.2.2 . 0x00000001"), "\(guarded)")
             _ = try TCPProbe.startEchoServer(in: b, address: "10.250.2.2", port: 8080)
             #expect(try TCPProbe.echo(from: a, to: "10.250.2.2", port: 8080), "the tag set on node 1 arrives on node 2")
 
