@@ -72,16 +72,25 @@ public enum EnforcementPlanner {
                 }
             case .sets:
                 // One set per (protocol, ports), in the order of the first policy naming it.
-                var sets: [String: SetSpec] = [:], order: [(String, Policy)] = []
-                for policy in allowed {
-                    let name = setName(container.address, policy)
-                    if sets[name] == nil { sets[name] = SetSpec(type: .hashIPMark, family: family); order.append((name, policy)) }
-                    let entry = SetEntry(address: container.address, mark: policy.sourceTag)
-                    if sets[name]!.entries.last != entry { sets[name]!.entries.append(entry) }
+                struct Service: Hashable, Comparable {
+                    var proto: String, first: UInt16, last: UInt16
+                    static func < (a: Service, b: Service) -> Bool { (a.proto, a.first, a.last) < (b.proto, b.first, b.last) }
                 }
-                order.sort { ($0.1.proto.rawValue, $0.1.ports.lowerBound, $0.1.ports.upperBound) < ($1.1.proto.rawValue, $1.1.ports.lowerBound, $1.1.ports.upperBound) }
-                for (name, policy) in order {
-                    builder.set(name, sets[name]!)
+                var sets: [Service: (Policy, [SetEntry])] = [:]
+                for policy in allowed {
+                    let service = Service(proto: policy.proto.rawValue, first: policy.ports.lowerBound, last: policy.ports.upperBound)
+                    let entry = SetEntry(address: container.address, mark: policy.sourceTag)
+                    if let existing = sets[service] {
+                        if existing.1.last != entry { sets[service]!.1.append(entry) }
+                    } else {
+                        sets[service] = (policy, [entry])
+                    }
+                }
+                let prefix = "c2c-" + hex(container.address)
+                for service in sets.keys.sorted() {
+                    let (policy, entries) = sets[service]!
+                    let name = setName(prefix, policy)
+                    builder.set(name, SetSpec(type: .hashIPMark, family: family, entries: entries))
                     builder.append(family, .filter, chain, allowRule(policy, family: family, set: name))
                 }
             }
@@ -116,10 +125,10 @@ public enum EnforcementPlanner {
     /// `C2C-` and the address in hex: stable, so a changed policy rewrites only its chain.
     static func chainName(_ address: IPAddress) -> String { "C2C-" + hex(address) }
 
-    /// `c2c-<address>-<t|u><first>[-<last>]`: at most 31 characters, as ipset names allow.
-    static func setName(_ address: IPAddress, _ policy: Policy) -> String {
+    /// `c2c-<address>-<t|u><first>[-<last>]` (prefix `c2c-<address>`): at most 31 characters, as ipset names allow.
+    static func setName(_ prefix: String, _ policy: Policy) -> String {
         let ports = policy.ports.lowerBound == policy.ports.upperBound ? "\(policy.ports.lowerBound)" : "\(policy.ports.lowerBound)-\(policy.ports.upperBound)"
-        return "c2c-\(hex(address))-\(policy.proto == .tcp ? "t" : "u")\(ports)"
+        return "\(prefix)-\(policy.proto == .tcp ? "t" : "u")\(ports)"
     }
 
     static func hex(_ address: IPAddress) -> String {

@@ -211,6 +211,110 @@ public enum JSON: Equatable, Sendable {
         }
     }
 
+    /// Reads a document piece by piece, without building a tree: for large documents of a known
+    /// shape (a Policy Server answer with tens of thousands of policies). Unknown members are
+    /// skipped with `skipValue`.
+    public struct Scanner {
+        var reader: Reader
+
+        public init(_ bytes: [UInt8]) { reader = Reader(bytes: bytes) }
+
+        /// The next value's first byte (after spaces), nil at the end.
+        public mutating func peek() -> UInt8? {
+            reader.skipSpace()
+            return reader.index < reader.bytes.count ? reader.bytes[reader.index] : nil
+        }
+
+        /// Whether the next value is an object (then entered) — false leaves it to be skipped.
+        public mutating func enterObject() -> Bool {
+            guard peek() == UInt8(ascii: "{") else { return false }
+            reader.index += 1
+            first = true
+            return true
+        }
+
+        /// Whether the next value is an array (then entered).
+        public mutating func enterArray() -> Bool {
+            guard peek() == UInt8(ascii: "[") else { return false }
+            reader.index += 1
+            first = true
+            return true
+        }
+
+        var first = true
+
+        /// The next member's key in the object entered last, or nil after its closing brace.
+        public mutating func nextKey() throws(ParseError) -> String? {
+            reader.skipSpace()
+            if first {
+                first = false
+                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "}") { reader.index += 1; return nil }
+            } else if try reader.separatorEnds(UInt8(ascii: "}")) {
+                return nil
+            }
+            reader.skipSpace()
+            let key = try reader.string()
+            reader.skipSpace()
+            try reader.expect(UInt8(ascii: ":"))
+            return key
+        }
+
+        /// As `nextKey`, for objects with known keys: the index of the key in `known`,
+        /// `known.count` for any other key, nil after the closing brace. Keys are compared as
+        /// bytes (no string is made unless the key has escapes).
+        public mutating func nextKey(in known: [[UInt8]]) throws(ParseError) -> Int? {
+            reader.skipSpace()
+            if first {
+                first = false
+                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "}") { reader.index += 1; return nil }
+            } else if try reader.separatorEnds(UInt8(ascii: "}")) {
+                return nil
+            }
+            reader.skipSpace()
+            var found = known.count
+            let bytes = reader.bytes
+            var end = reader.index + 1
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            if reader.index < bytes.count, bytes[reader.index] == UInt8(ascii: "\""), end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
+                let start = reader.index + 1, length = end - start
+                for (index, key) in known.enumerated() where key.count == length {
+                    var same = true
+                    for offset in 0..<length where bytes[start + offset] != key[offset] { same = false; break }
+                    if same { found = index; break }
+                }
+                reader.index = end + 1
+            } else {
+                let key = Array(try reader.string().utf8)
+                found = known.firstIndex(of: key) ?? known.count
+            }
+            reader.skipSpace()
+            try reader.expect(UInt8(ascii: ":"))
+            return found
+        }
+
+        /// Whether the array entered last has another item (false after its closing bracket).
+        public mutating func nextItem() throws(ParseError) -> Bool {
+            reader.skipSpace()
+            if first {
+                first = false
+                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "]") { reader.index += 1; return false }
+                return true
+            }
+            return try !reader.separatorEnds(UInt8(ascii: "]"))
+        }
+
+        /// The next value, whole (for small values).
+        public mutating func value() throws(ParseError) -> JSON { try reader.value(depth: 1) }
+
+        public mutating func skipValue() throws(ParseError) { _ = try reader.value(depth: 1) }
+
+        /// Only spaces may follow the document.
+        public mutating func end() throws(ParseError) {
+            reader.skipSpace()
+            guard reader.index == reader.bytes.count else { throw reader.fail("trailing data") }
+        }
+    }
+
     // MARK: Writing
 
     /// Pretty-printed, two spaces per level, `"key" : value` — the layout docknfv's files have always had.

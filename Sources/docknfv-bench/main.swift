@@ -212,51 +212,60 @@ func benchNFTables(netns: String, count: Int, iterations: Int) -> Never {
 func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
     let clock = ContinuousClock()
     let destinations = 100, sources = max(1, count / destinations)
-    func policies(changed: Int) -> [Policy] {
+    /// `count` policies: every source group may reach every destination group on port 8000;
+    /// `extra` adds one more for destination 0 (a new source tag), `moved` gives one a new port.
+    func policies(extra: Bool = false, moved: Int = -1) -> [Policy] {
         var out: [Policy] = []
         for d in 0..<destinations {
             for s in 0..<sources {
-                let port = UInt16(8000 + (d * sources + s == changed ? 1 : 0))
+                let port = UInt16(8000 + (d * sources + s == moved ? 1 : 0))
                 out.append(Policy(sourceID: "src\(s)", sourceTag: UInt32(s + 1), destinationID: "dst\(d)", destinationTag: UInt32(1000 + d), proto: .tcp, ports: port...port))
             }
         }
+        if extra { out.append(Policy(sourceID: "new", sourceTag: 0xfff0, destinationID: "dst0", destinationTag: 1000, proto: .tcp, ports: 8000...8000)) }
         return out
     }
     let containers = (0..<destinations).map { LocalContainer(address: IPAddress("10.244.\($0 / 250).\($0 % 250 + 2)")!, groupID: "dst\($0)") }
     let overlay = IPPrefix("10.244.0.0/16")!
-    let answer = PolicyDocument.encode(policies(changed: -1))
+    // Poll answers as the server sends them: each sample decodes, plans and commits from bytes.
+    let base = PolicyDocument.encode(policies()), added = PolicyDocument.encode(policies(extra: true))
     let backend = NFTablesBackend()
+    var samples: [String: [Double]] = [:]
+    var wrote = false
     do {
-        let (full, one, none, noneCommitted) = try NetworkNamespace.run(path: netns) { () throws -> ([Double], [Double], [Double], Bool) in
-            var fullTimes: [Double] = [], oneTimes: [Double] = [], noneTimes: [Double] = []
-            var committed = false
+        try NetworkNamespace.run(path: netns) { () throws in
             for i in 0..<iterations {
-                var start = clock.now
-                let decoded = try PolicyDocument.decode(answer)
-                var current = try EnforcementPlanner.plan(decoded, containers: containers, overlay: overlay, style: .sets)
-                current.kernelMark = try backend.apply(current, previous: Ruleset(owner: EnforcementPlanner.owner)).kernelMark
-                fullTimes.append(microseconds(clock.now - start))
-
-                start = clock.now
-                var next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay, style: .sets)
-                next.kernelMark = try backend.apply(next, previous: current).kernelMark
-                oneTimes.append(microseconds(clock.now - start))
-                current = next
-
-                start = clock.now
-                next = try EnforcementPlanner.plan(policies(changed: i), containers: containers, overlay: overlay, style: .sets)
-                let report = try backend.apply(next, previous: current)
-                noneTimes.append(microseconds(clock.now - start))
-                committed = committed || report.changedAnything
+                let moved = PolicyDocument.encode(policies(moved: i))
+                var current = Ruleset(owner: EnforcementPlanner.owner)
+                func step(_ name: String, _ answer: [UInt8]) throws -> ApplyReport {
+                    let start = clock.now
+                    var next = try EnforcementPlanner.plan(try PolicyDocument.decode(answer), containers: containers, overlay: overlay, style: .sets)
+                    let report = try backend.apply(next, previous: current)
+                    next.kernelMark = report.kernelMark
+                    samples[name, default: []].append(microseconds(clock.now - start))
+                    current = next
+                    return report
+                }
+                _ = try step("agent_converge_\(count)_policies", base)
+                _ = try step("agent_one_policy_added", added)
+                _ = try step("agent_one_policy_removed", base)
+                _ = try step("agent_one_policy_port_changed", moved)
+                wrote = try step("agent_nothing_changed", moved).changedAnything || wrote
                 _ = try backend.remove(current)
+                // Where a poll's time goes: decoding the answer, planning the ruleset.
+                var start = clock.now
+                let decoded = try PolicyDocument.decode(base)
+                samples["agent_decode_only", default: []].append(microseconds(clock.now - start))
+                start = clock.now
+                _ = try EnforcementPlanner.plan(decoded, containers: containers, overlay: overlay, style: .sets)
+                samples["agent_plan_only", default: []].append(microseconds(clock.now - start))
             }
-            return (fullTimes, oneTimes, noneTimes, committed)
         }
-        report("agent_converge_\(count)_policies", full)
-        report("agent_one_changed_policy", one)
-        report("agent_nothing_changed", none)
-        print("agent_nothing_changed_wrote_kernel \(noneCommitted ? 1 : 0)")
     } catch { fail("\(error)") }
+    for name in ["agent_converge_\(count)_policies", "agent_one_policy_added", "agent_one_policy_removed", "agent_one_policy_port_changed", "agent_nothing_changed",
+                 "agent_decode_only", "agent_plan_only"] {
+        report(name, samples[name]!)
+    }
+    print("agent_nothing_changed_wrote_kernel \(wrote ? 1 : 0)")
     exit(0)
 }
-

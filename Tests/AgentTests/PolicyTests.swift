@@ -13,6 +13,16 @@ struct PolicyTests {
         #expect(try PolicyDocument.decode(PolicyDocument.encode(policies)) == policies, "round trip")
     }
 
+    @Test func readsAnyLayoutAndSkipsUnknownMembers() throws {
+        let text = """
+         { "extra": {"nested": [1, {"x": null}]}, "policies" : [ { "destination" : { "ports" : {"end": 90, "start": 80, "note": "x"},
+           "protocol": "UDP", "tag": "2", "id": "g\\u00e9b\\"" }, "source": {"tag": "ffffffff", "id": "ga", "more": true} } ],
+           "total_policies": 1 }
+        """
+        let decoded = try PolicyDocument.decode(Array(text.utf8))
+        #expect(decoded == [Policy(sourceID: "ga", sourceTag: 0xffff_ffff, destinationID: "géb\"", destinationTag: 2, proto: .udp, ports: 80...90)], "\(decoded)")
+    }
+
     @Test(arguments: [
         ("{", "response"),
         (#"{"policies":{}}"#, "policies"),
@@ -23,6 +33,13 @@ struct PolicyTests {
         (#"{"policies":[{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":0,"end":2}}}]}"#, "policies[0].destination.ports"),
         (#"{"policies":[{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":9,"end":2}}}]}"#, "policies[0].destination.ports"),
         (#"{"policies":[{"source":{"id":"","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":2}}}]}"#, "policies[0].source.id"),
+        (#"{"policies":[1]}"#, "policies[0]"),
+        (#"{"policies":[{"source":1,"destination":{}}]}"#, "policies[0].source.id"),
+        (#"{"policies":[],"policies":[]}"#, "response"),
+        (#"{"policies":[]} x"#, "response"),
+        (#"{"policies":[{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":2}}},]}"#, "response"),
+        ("[]", "policies"),
+        ("{}", "policies"),
     ])
     func badDocumentsAreRejectedWhole(text: String, field: String) {
         #expect { try PolicyDocument.decode(Array(text.utf8)) } throws: { ($0 as? PolicyDecodeError)?.field == field }
