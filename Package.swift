@@ -61,7 +61,7 @@ let package = Package(
         ]),
         .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "Policy", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
         .target(name: "Agent", dependencies: [
-            "Policy", "PolicyClient", "CNIPlugin", "RuleEngine", "RuleState", "StateFiles", "NetTypes",
+            "Policy", "PolicyClient", "CNIPlugin", "RuleEngine", "RuleState", "NFTables", "StateFiles", "NetTypes",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"),
         ]),

@@ -1,5 +1,6 @@
 import CNIPlugin
 import NetTypes
+import NFTables
 import Policy
 import PolicyClient
 import RuleEngine
@@ -19,6 +20,8 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
     public let log: Log
     private var lock = pthread_mutex_t()
     private var previous: Ruleset
+    /// Plans each poll from the last, rebuilding only destinations whose policies changed.
+    private let planner = IncrementalPlanner()
     private(set) var policies: [Policy]?
     private var metrics = Metrics()
     private var forced = false
@@ -39,7 +42,8 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
         try config.checkTLSFiles()
         client = try PolicyClient(url: config.policyServerURL, files: .init(caCert: config.caCertFile, clientCert: config.clientCertFile, clientKey: config.clientKeyFile))
         let kind = try BackendSelector().select(config.backend, recorded: nil, stateHasRules: false).kind
-        backend = BackendSelector.backend(kind)
+        // The agent commits at every change of policy: its nftables socket stays open.
+        backend = BackendSelector.backend(kind, session: NFTablesSession())
         previous = Ruleset(owner: EnforcementPlanner.owner)
         pthread_mutex_init(&lock, nil)
     }
@@ -86,8 +90,8 @@ public final class Agent: @unchecked Sendable { // state touched by the poll loo
     /// Makes the kernel hold what `policies` mean for the current containers.
     @discardableResult
     public func enforce(_ policies: [Policy]) throws -> ApplyReport {
-        let desired = try EnforcementPlanner.plan(policies, containers: registry(), overlay: config.overlayNetwork, deny: config.denyAction,
-                                                 style: .for(backend.kind))
+        let desired = try planner.plan(policies, containers: registry(), overlay: config.overlayNetwork, deny: config.denyAction,
+                                       style: .for(backend.kind))
         var report = try backend.apply(desired, previous: previous)
         previous = desired
         previous.kernelMark = report.kernelMark

@@ -15,8 +15,10 @@ public struct NFTablesBackend: RuleBackend {
     public var retries = 5
     /// Runs between planning and sending each batch (tests use it to commit something else first).
     public var beforeCommit: (@Sendable (_ attempt: Int) -> Void)?
+    /// A socket kept open across changes (a daemon's); nil: one socket per change.
+    public var session: NFTablesSession?
 
-    public init() {}
+    public init(session: NFTablesSession? = nil) { self.session = session }
 
     public func validate(_ desired: Ruleset) throws {
         try desired.validate()
@@ -28,7 +30,15 @@ public struct NFTablesBackend: RuleBackend {
 
     public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
         try desired.validate()
-        let netlink = try NFNetlink()
+        guard let session else { return try apply(desired, previous: previous, netlink: try NFNetlink()) }
+        do { return try apply(desired, previous: previous, netlink: try session.socket()) } catch {
+            // Whatever the socket still holds (a dump cut short) must not answer the next request.
+            session.reset()
+            throw error
+        }
+    }
+
+    func apply(_ desired: Ruleset, previous: Ruleset, netlink: NFNetlink) throws -> ApplyReport {
         let table = Layout.tableName(desired.owner)
         var attempt = 0
         let namespace = Self.namespaceInode()
@@ -319,5 +329,36 @@ struct BatchBuilder {
         _ = key.withUnsafeBytes { nftnl_set_elem_set(e, UInt16(NFTNL_SET_ELEM_KEY), $0.baseAddress, UInt32($0.count)) }
         if end { nftnl_set_elem_set_u32(e, UInt16(NFTNL_SET_ELEM_FLAGS), NFT.elemIntervalEnd) }
         nftnl_set_elem_add(set, e)
+    }
+}
+
+/// One nf_tables socket kept open from change to change, for a daemon that commits often (the
+/// policy agent). A change that removes something makes nf_tables free it after an RCU grace
+/// period, and closing an nfnetlink socket waits for that (`nft_rcv_nl_event`): 5–20 ms per
+/// change that a kept socket does not pay. The socket belongs to the network namespace it was
+/// opened in; a change made from another namespace opens a new one.
+public final class NFTablesSession: @unchecked Sendable { // state guarded by `lock`
+    private var lock = pthread_mutex_t()
+    private var netlink: NFNetlink?
+    private var namespace: UInt64 = 0
+
+    public init() { pthread_mutex_init(&lock, nil) }
+
+    func socket() throws -> NFNetlink {
+        pthread_mutex_lock(&lock)
+        defer { pthread_mutex_unlock(&lock) }
+        let current = NFTablesBackend.namespaceInode()
+        if let netlink, namespace == current { return netlink }
+        let opened = try NFNetlink()
+        netlink = opened
+        namespace = current
+        return opened
+    }
+
+    /// Closes the socket; the next change opens another.
+    public func reset() {
+        pthread_mutex_lock(&lock)
+        netlink = nil
+        pthread_mutex_unlock(&lock)
     }
 }

@@ -41,62 +41,7 @@ public enum EnforcementPlanner {
 
     public static func plan(_ policies: [Policy], containers: [LocalContainer], overlay: IPPrefix, deny: DenyAction = .reject,
                             style: EnforcementStyle = .rules) throws -> Ruleset {
-        var builder = RulesetBuilder(owner: owner)
-        let family = overlay.family
-        let local = containers.filter { $0.address.family == family && overlay.contains($0.address) }.sorted { $0.address < $1.address }
-        // Each group's tag, as the policies name it (a group is a source in some policy to be marked).
-        var tags: [String: UInt32] = [:]
-        for policy in policies { tags[policy.sourceID] = policy.sourceTag }
-        for container in local {
-            guard let group = container.groupID, let tag = tags[group] else { continue }
-            builder.append(family, .mangle, "PREROUTING", Rule(family: family, source: Negatable(host(container.address)), destination: Negatable(overlay),
-                                                               target: .mark(value: tag, mask: 0xffff_ffff)))
-        }
-        var byDestination: [String: [Policy]] = [:]
-        for policy in policies { byDestination[policy.destinationID, default: []].append(policy) }
-        // The same few rules in every chain: parsed once.
-        let established = try parse("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", family)
-        let denied = try denyTexts(deny, family: family).flatMap { try parse($0, family) }
-        for container in local {
-            let chain = chainName(container.address)
-            builder.chain(family, .filter, chain)
-            builder.append(family, .filter, "FORWARD", Rule(family: family, source: Negatable(overlay), destination: Negatable(host(container.address)), target: .jump(chain)))
-            for rule in established { builder.append(family, .filter, chain, rule) }
-            let allowed = (container.groupID.flatMap { byDestination[$0] } ?? []).sorted(by: order)
-            switch style {
-            case .rules:
-                var seen = Set<Rule>()
-                for policy in allowed {
-                    let rule = allowRule(policy, family: family)
-                    if seen.insert(rule).inserted { builder.append(family, .filter, chain, rule) }
-                }
-            case .sets:
-                // One set per (protocol, ports), in the order of the first policy naming it.
-                struct Service: Hashable, Comparable {
-                    var proto: String, first: UInt16, last: UInt16
-                    static func < (a: Service, b: Service) -> Bool { (a.proto, a.first, a.last) < (b.proto, b.first, b.last) }
-                }
-                var sets: [Service: (Policy, [SetEntry])] = [:]
-                for policy in allowed {
-                    let service = Service(proto: policy.proto.rawValue, first: policy.ports.lowerBound, last: policy.ports.upperBound)
-                    let entry = SetEntry(address: container.address, mark: policy.sourceTag)
-                    if let existing = sets[service] {
-                        if existing.1.last != entry { sets[service]!.1.append(entry) }
-                    } else {
-                        sets[service] = (policy, [entry])
-                    }
-                }
-                let prefix = "c2c-" + hex(container.address)
-                for service in sets.keys.sorted() {
-                    let (policy, entries) = sets[service]!
-                    let name = setName(prefix, policy)
-                    builder.set(name, SetSpec(type: .hashIPMark, family: family, entries: entries))
-                    builder.append(family, .filter, chain, allowRule(policy, family: family, set: name))
-                }
-            }
-            for rule in denied { builder.append(family, .filter, chain, rule) }
-        }
-        return builder.ruleset
+        try IncrementalPlanner().plan(policies, containers: containers, overlay: overlay, deny: deny, style: style)
     }
 
     static func host(_ address: IPAddress) -> IPPrefix { IPPrefix(address: address, length: address.family.bitCount)! }
@@ -159,5 +104,116 @@ public struct AgentEnforcement: Sendable, Equatable {
         guard let overlay = json["overlayNetwork"]?.string.flatMap({ IPPrefix($0) }), let deny = json["denyAction"]?.string.flatMap(DenyAction.init(rawValue:)),
               let backend = json["backend"]?.string.flatMap(BackendKind.init(rawValue:)) else { return nil }
         self.init(overlay: overlay, deny: deny, backend: backend)
+    }
+}
+
+/// The enforcement planner with a memory: successive plans (one per poll) rebuild only the
+/// destinations whose policies changed and reuse the rule entries of the others, so a poll that
+/// changes one policy among thousands plans one chain. The plan is the same as from scratch.
+public final class IncrementalPlanner: @unchecked Sendable { // used by one poll loop at a time
+    struct Settings: Equatable { var overlay: IPPrefix, deny: DenyAction, style: EnforcementStyle }
+    /// One destination's part: its chain's rules and its sets, for the policies it was made from.
+    struct Destination { var allowed: [Policy], jump: RuleEntry, rules: [RuleEntry], sets: [(String, SetSpec)] }
+    private var settings: Settings?
+    private var destinations: [LocalContainer: Destination] = [:]
+    private var marks: [LocalContainer: (UInt32, RuleEntry)] = [:]
+    /// How many destinations the last plan built again (the others were reused).
+    public private(set) var lastRebuilt = 0
+
+    public init() {}
+
+    public func plan(_ policies: [Policy], containers: [LocalContainer], overlay: IPPrefix, deny: DenyAction = .reject,
+                     style: EnforcementStyle = .rules) throws -> Ruleset {
+        let settings = Settings(overlay: overlay, deny: deny, style: style)
+        if settings != self.settings { destinations = [:]; marks = [:]; self.settings = settings }
+        var builder = RulesetBuilder(owner: EnforcementPlanner.owner)
+        let family = overlay.family
+        let local = containers.filter { $0.address.family == family && overlay.contains($0.address) }.sorted { $0.address < $1.address }
+        // Each group's tag, as the policies name it (a group is a source in some policy to be marked),
+        // and each destination group's policies.
+        var tags: [String: UInt32] = [:], byDestination: [String: [Policy]] = [:]
+        for policy in policies {
+            tags[policy.sourceID] = policy.sourceTag
+            byDestination[policy.destinationID, default: []].append(policy)
+        }
+        var marks: [LocalContainer: (UInt32, RuleEntry)] = [:]
+        for container in local {
+            guard let group = container.groupID, let tag = tags[group] else { continue }
+            let entry = self.marks[container].flatMap { $0.0 == tag ? $0.1 : nil } ?? RuleEntry(Rule(
+                family: family, source: Negatable(EnforcementPlanner.host(container.address)), destination: Negatable(overlay),
+                target: .mark(value: tag, mask: 0xffff_ffff)))
+            marks[container] = (tag, entry)
+            builder.append(family, .mangle, "PREROUTING", entry: entry)
+        }
+        self.marks = marks
+        var destinations: [LocalContainer: Destination] = [:]
+        var fixed: (established: [Rule], denied: [Rule])?
+        lastRebuilt = 0
+        for container in local {
+            let allowed = container.groupID.flatMap { byDestination[$0] } ?? []
+            var part: Destination
+            if let known = self.destinations[container], known.allowed == allowed {
+                part = known
+            } else {
+                // The same few rules in every chain: parsed once per plan that needs them.
+                if fixed == nil {
+                    fixed = (try EnforcementPlanner.parse("-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT", family),
+                             try EnforcementPlanner.denyTexts(deny, family: family).flatMap { try EnforcementPlanner.parse($0, family) })
+                }
+                part = build(container, allowed: allowed, overlay: overlay, style: style, established: fixed!.established, denied: fixed!.denied)
+                lastRebuilt += 1
+            }
+            destinations[container] = part
+            let chain = EnforcementPlanner.chainName(container.address)
+            builder.chain(family, .filter, chain)
+            builder.append(family, .filter, "FORWARD", entry: part.jump)
+            for entry in part.rules { builder.append(family, .filter, chain, entry: entry) }
+            for (name, spec) in part.sets { builder.set(name, spec) }
+        }
+        self.destinations = destinations
+        return builder.ruleset
+    }
+
+    func build(_ container: LocalContainer, allowed unsorted: [Policy], overlay: IPPrefix, style: EnforcementStyle,
+               established: [Rule], denied: [Rule]) -> Destination {
+        let family = overlay.family
+        let chain = EnforcementPlanner.chainName(container.address)
+        let allowed = unsorted.sorted(by: EnforcementPlanner.order)
+        var rules = established
+        var sets: [(String, SetSpec)] = []
+        switch style {
+        case .rules:
+            var seen = Set<Rule>()
+            for policy in allowed {
+                let rule = EnforcementPlanner.allowRule(policy, family: family)
+                if seen.insert(rule).inserted { rules.append(rule) }
+            }
+        case .sets:
+            // One set per (protocol, ports).
+            struct Service: Hashable, Comparable {
+                var proto: String, first: UInt16, last: UInt16
+                static func < (a: Service, b: Service) -> Bool { (a.proto, a.first, a.last) < (b.proto, b.first, b.last) }
+            }
+            var byService: [Service: (Policy, [SetEntry])] = [:]
+            for policy in allowed {
+                let service = Service(proto: policy.proto.rawValue, first: policy.ports.lowerBound, last: policy.ports.upperBound)
+                let entry = SetEntry(address: container.address, mark: policy.sourceTag)
+                if let existing = byService[service] {
+                    if existing.1.last != entry { byService[service]!.1.append(entry) }
+                } else {
+                    byService[service] = (policy, [entry])
+                }
+            }
+            let prefix = "c2c-" + EnforcementPlanner.hex(container.address)
+            for service in byService.keys.sorted() {
+                let (policy, entries) = byService[service]!
+                let name = EnforcementPlanner.setName(prefix, policy)
+                sets.append((name, SetSpec(type: .hashIPMark, family: family, entries: entries)))
+                rules.append(EnforcementPlanner.allowRule(policy, family: family, set: name))
+            }
+        }
+        rules += denied
+        let jump = Rule(family: family, source: Negatable(overlay), destination: Negatable(EnforcementPlanner.host(container.address)), target: .jump(chain))
+        return Destination(allowed: unsorted, jump: RuleEntry(jump), rules: rules.map(RuleEntry.init), sets: sets)
     }
 }

@@ -44,6 +44,8 @@ public final class PolicyClient: @unchecked Sendable { // mutable TLS state guar
     let basePath: String
     let files: Files
     let group: EventLoopGroup
+    /// Decodes the answers; it re-reads only what changed since the last one.
+    public let decoder = PolicyDecoder()
     public var connectTimeout: Double = 5
     public var requestTimeout: Double = 15
     private var lock = pthread_mutex_t()
@@ -153,7 +155,7 @@ public final class PolicyClient: @unchecked Sendable { // mutable TLS state guar
             throw Failure.connect("\(host):\(port): \(error)")
         }
         guard status == 200 else { throw Failure.http(status: status) }
-        do { return try PolicyDocument.decode(body) } catch { throw Failure.decode(error) }
+        do { return try decoder.decode(body) } catch { throw Failure.decode(error) }
     }
 
     /// `fetch` retried with exponential backoff and jitter: `attempts` tries, starting at `delay` s.

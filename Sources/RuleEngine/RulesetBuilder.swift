@@ -15,8 +15,14 @@ public struct RulesetBuilder: Sendable {
     }
 
     public mutating func append(_ family: IPFamily, _ table: NetfilterTable, _ chain: String, _ rule: Rule) {
+        append(family, table, chain, entry: RuleEntry(rule))
+    }
+
+    /// Appends an entry as it is (a planner reusing the entries of its last plan keeps their
+    /// parsed rule and fingerprint).
+    public mutating func append(_ family: IPFamily, _ table: NetfilterTable, _ chain: String, entry: RuleEntry) {
         let index = tableIndex(family, table)
-        ruleset.tables[index].entries[chain, default: []].append(RuleEntry(rule))
+        ruleset.tables[index].entries[chain, default: []].append(entry)
         if !table.builtinChains.contains(chain) { ruleset.tables[index].userChains.insert(chain) }
     }
 

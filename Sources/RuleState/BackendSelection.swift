@@ -100,8 +100,9 @@ public struct BackendSelector: Sendable {
         return nil
     }
 
-    public static func backend(_ kind: BackendKind) -> any RuleBackend {
-        kind == .nftables ? NFTablesBackend() : XTablesBackend()
+    /// `session`: an nftables socket kept open across changes (a daemon's).
+    public static func backend(_ kind: BackendKind, session: NFTablesSession? = nil) -> any RuleBackend {
+        kind == .nftables ? NFTablesBackend(session: session) : XTablesBackend()
     }
 }
 

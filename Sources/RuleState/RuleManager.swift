@@ -10,7 +10,7 @@ public struct RuleManager {
     public var dryRun: Bool
     public var selector = BackendSelector()
     /// Makes the backend for a kind (replaceable in tests).
-    public var makeBackend: (BackendKind) -> any RuleBackend = BackendSelector.backend
+    public var makeBackend: (BackendKind) -> any RuleBackend = { BackendSelector.backend($0) }
 
     public init(store: StateStore, backend choice: BackendChoice = .auto, dryRun: Bool = false) {
         self.store = store

@@ -219,6 +219,16 @@ public enum JSON: Equatable, Sendable {
 
         public init(_ bytes: [UInt8]) { reader = Reader(bytes: bytes) }
 
+        /// A scanner that resumes inside an array at `offset`: at its first item when `atFirst`,
+        /// else just after an item (the next `nextItem` expects a separator).
+        public init(_ bytes: [UInt8], offset: Int, atFirst: Bool) {
+            reader = Reader(bytes: bytes, index: offset)
+            first = atFirst
+        }
+
+        /// Where the scanner stands in the document.
+        public var offset: Int { reader.index }
+
         /// The next value's first byte (after spaces), nil at the end.
         public mutating func peek() -> UInt8? {
             reader.skipSpace()

@@ -229,7 +229,7 @@ func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
     let overlay = IPPrefix("10.244.0.0/16")!
     // Poll answers as the server sends them: each sample decodes, plans and commits from bytes.
     let base = PolicyDocument.encode(policies()), added = PolicyDocument.encode(policies(extra: true))
-    let backend = NFTablesBackend()
+    let backend = NFTablesBackend(session: NFTablesSession()) // as the agent has it
     var samples: [String: [Double]] = [:]
     var wrote = false
     do {
@@ -237,9 +237,11 @@ func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
             for i in 0..<iterations {
                 let moved = PolicyDocument.encode(policies(moved: i))
                 var current = Ruleset(owner: EnforcementPlanner.owner)
+                // As the agent does: answers read against the last one, plans from the last plan.
+                let decoder = PolicyDecoder(), planner = IncrementalPlanner()
                 func step(_ name: String, _ answer: [UInt8]) throws -> ApplyReport {
                     let start = clock.now
-                    var next = try EnforcementPlanner.plan(try PolicyDocument.decode(answer), containers: containers, overlay: overlay, style: .sets)
+                    var next = try planner.plan(try decoder.decode(answer), containers: containers, overlay: overlay, style: .sets)
                     let report = try backend.apply(next, previous: current)
                     next.kernelMark = report.kernelMark
                     samples[name, default: []].append(microseconds(clock.now - start))
