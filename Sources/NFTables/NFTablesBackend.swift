@@ -46,15 +46,26 @@ public struct NFTablesBackend: RuleBackend {
             let generation = try netlink.generation()
             var plans: [(IPFamily, [Operation])] = []
             var usedMark = false
+            var handlesRead: [String] = []
             // Nobody committed anything since our last change: the kernel holds `previous`
-            // exactly, so plan against it without reading the kernel back — unless the plan needs
-            // a rule handle (a delete or an insert), which only a read can give.
+            // exactly, so plan against it without reading the kernel back — except the rule
+            // handles a delete or an insert needs, read from the chains concerned only.
             if attempt == 0, let mark = previous.kernelMark, mark == KernelMark(namespace: namespace, generation: generation) {
-                plans = [IPFamily.v4, .v6].map { family in
-                    (family, Planner.plan(DesiredTable(desired, family: family), Snapshot(previous, family: family)))
+                plans = try [IPFamily.v4, .v6].map { family in
+                    let want = DesiredTable(desired, family: family)
+                    var known = Snapshot(previous, family: family)
+                    var plan = Planner.plan(want, known)
+                    // Handles only the kernel knows: read those of the chains that need them.
+                    let chains = Set(plan.compactMap(\.chainNeedingHandle))
+                    guard !chains.isEmpty else { return (family, plan) }
+                    for chain in chains.sorted() {
+                        known.rules[chain] = try netlink.rules(family: family, table: table, chain: chain)[chain] ?? []
+                        handlesRead.append(chain)
+                    }
+                    plan = Planner.plan(want, known)
+                    return (family, plan)
                 }
                 usedMark = true
-                if plans.contains(where: { $0.1.contains(where: \.needsHandle) }) { plans = []; usedMark = false }
             }
             if plans.isEmpty {
                 for family in [IPFamily.v4, .v6] {
@@ -64,6 +75,7 @@ public struct NFTablesBackend: RuleBackend {
             }
             var report = Self.report(plans, desired: desired, previous: previous)
             report.kernelRead = !usedMark
+            report.handlesRead = usedMark ? handlesRead : []
             if plans.allSatisfy({ $0.1.isEmpty }) {
                 report.kernelMark = KernelMark(namespace: namespace, generation: generation)
                 return report

@@ -46,12 +46,12 @@ struct DesiredTable {
 
 /// One change to a table, in the order the batch sends them.
 enum Operation {
-    /// Whether the operation names a kernel rule by handle (a handle of 0 is "not known").
-    var needsHandle: Bool {
+    /// The chain of an operation that names a kernel rule by handle.
+    var chainNeedingHandle: String? {
         switch self {
-        case .deleteRule: return true
-        case .addRule(_, _, let position): return position != .end
-        default: return false
+        case .deleteRule(let chain, _): return chain
+        case .addRule(let chain, _, let position) where position != .end: return chain
+        default: return nil
         }
     }
 

@@ -62,24 +62,7 @@ extension NFNetlink {
             snapshot.chains[name] = info
         }
 
-        try request(type: UInt16(NFT_MSG_GETRULE.rawValue), family: nfproto, flags: UInt16(NLM_F_DUMP), build: { nlh in
-            mnl_attr_put_strz(nlh, UInt16(NFTA_RULE_TABLE.rawValue), table)
-        }) { nlh in
-            // Only the chain, handle and user data are needed: read those attributes directly
-            // rather than decoding every expression of every rule.
-            var chain: String?, handle: UInt64?, fingerprint: UInt64?, inTable = false
-            Self.attributes(nlh) { type, payload in
-                switch Int(type) {
-                case Int(NFTA_RULE_TABLE.rawValue): inTable = Self.string(payload) == table
-                case Int(NFTA_RULE_CHAIN.rawValue): chain = Self.string(payload)
-                case Int(NFTA_RULE_HANDLE.rawValue) where payload.count == 8:
-                    handle = payload.reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
-                case Int(NFTA_RULE_USERDATA.rawValue): fingerprint = RuleUserData.fingerprint(in: payload)
-                default: break
-                }
-            }
-            if inTable, let chain, let handle { snapshot.rules[chain, default: []].append(.init(handle: handle, fingerprint: fingerprint)) }
-        }
+        snapshot.rules = try rules(family: family, table: table)
 
         var setNames: [(String, SetShape)] = []
         try request(type: UInt16(NFT_MSG_GETSET.rawValue), family: nfproto, flags: UInt16(NLM_F_DUMP), build: { nlh in
@@ -118,6 +101,32 @@ extension NFNetlink {
             snapshot.sets[name] = Snapshot.KernelSet(shape: shape, read: Self.ranges(keys, interval: shape.interval), spec: nil)
         }
         return snapshot
+    }
+
+    /// The rules' handles and fingerprints, per chain: of the whole table, or of one chain (a
+    /// dump the kernel filters).
+    func rules(family: IPFamily, table: String, chain only: String? = nil) throws -> [String: [Snapshot.KernelRule]] {
+        var out: [String: [Snapshot.KernelRule]] = [:]
+        try request(type: UInt16(NFT_MSG_GETRULE.rawValue), family: NFT.family(family), flags: UInt16(NLM_F_DUMP), build: { nlh in
+            mnl_attr_put_strz(nlh, UInt16(NFTA_RULE_TABLE.rawValue), table)
+            if let only { mnl_attr_put_strz(nlh, UInt16(NFTA_RULE_CHAIN.rawValue), only) }
+        }) { nlh in
+            // Only the chain, handle and user data are needed: read those attributes directly
+            // rather than decoding every expression of every rule.
+            var chain: String?, handle: UInt64?, fingerprint: UInt64?, inTable = false
+            Self.attributes(nlh) { type, payload in
+                switch Int(type) {
+                case Int(NFTA_RULE_TABLE.rawValue): inTable = Self.string(payload) == table
+                case Int(NFTA_RULE_CHAIN.rawValue): chain = Self.string(payload)
+                case Int(NFTA_RULE_HANDLE.rawValue) where payload.count == 8:
+                    handle = payload.reduce(UInt64(0)) { ($0 << 8) | UInt64($1) }
+                case Int(NFTA_RULE_USERDATA.rawValue): fingerprint = RuleUserData.fingerprint(in: payload)
+                default: break
+                }
+            }
+            if inTable, let chain, let handle, only == nil || chain == only { out[chain, default: []].append(.init(handle: handle, fingerprint: fingerprint)) }
+        }
+        return out
     }
 
     /// Interval sets hold a start key per range and an end key one past its last; pair them up.

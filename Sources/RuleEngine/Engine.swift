@@ -120,6 +120,9 @@ public struct ApplyReport: Sendable, Equatable {
     /// Whether the backend read the kernel's rules back to plan the change (false when the
     /// kernel mark showed nothing had changed since docknfv's last change).
     public var kernelRead = true
+    /// Without a whole read: the chains whose rule handles were read (a delete or an insert
+    /// names a kernel rule by its handle).
+    public var handlesRead: [String] = []
     /// Tables changed (in order).
     public var committed: [TableKey] = []
     /// Tables already as wanted.

@@ -202,12 +202,26 @@ struct NFTablesKernelTests {
             let report = try apply(ns[0], third, previous: next)
             #expect(report.kernelRead)
             #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 1 counter accept", "tcp dport 2 counter accept", "tcp dport 3 counter accept"])
-            // A delete needs the rule's handle: read even with a matching mark.
+            // A delete needs the rule's handle: with a matching mark, only that chain's handles are read.
             third.kernelMark = report.kernelMark
             var fourth = third
             fourth.tables[0].chains["FORWARD"]!.remove(at: 0)
-            #expect(try apply(ns[0], fourth, previous: third).kernelRead)
+            let deleted = try apply(ns[0], fourth, previous: third)
+            #expect(!deleted.kernelRead && deleted.handlesRead == ["filter-FORWARD"])
             #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 2 counter accept", "tcp dport 3 counter accept"])
+            // So does an insert before a rule.
+            fourth.kernelMark = deleted.kernelMark
+            var fifth = fourth
+            fifth.tables[0].chains["FORWARD"]!.insert(contentsOf: try rules(["-p tcp --dport 9 -j ACCEPT"]), at: 1)
+            let inserted = try apply(ns[0], fifth, previous: fourth)
+            #expect(!inserted.kernelRead && inserted.handlesRead == ["filter-FORWARD"])
+            #expect(try listing(ns[0]).filter { $0.contains("dport") } == ["tcp dport 2 counter accept", "tcp dport 9 counter accept", "tcp dport 3 counter accept"])
+            // Appending reads nothing.
+            fifth.kernelMark = inserted.kernelMark
+            var sixth = fifth
+            sixth.tables[0].chains["FORWARD"]!.append(contentsOf: try rules(["-p tcp --dport 10 -j ACCEPT"]))
+            let appended = try apply(ns[0], sixth, previous: fifth)
+            #expect(!appended.kernelRead && appended.handlesRead.isEmpty)
         }
     }
 
