@@ -108,6 +108,8 @@ let package = Package(
                     exclude: ["agent-e2e.sh", "policy-server.py"]),
         // scripts/build-images (buildah) and the built images under podman; drives images-podman.sh.
         .testTarget(name: "ImagesEndToEndTests", dependencies: ["TestSupport"], exclude: ["images-podman.sh"]),
+        // docs/config-reference.md against the key lists the decoders use and what the images' scripts read.
+        .testTarget(name: "ConfigReferenceTests", dependencies: ["CNIPlugin", "Agent", "InitSupervisor", "DHCPHook", "DHCPRoutes", "TestSupport", "docknfv-dhcp-hook"]),
         .testTarget(name: "RuleSemanticsTests", dependencies: ["RuleEngine", "IPTables", "NFTables", "NetNS", "TestSupport", "docknfvctl"]),
     ]
 )

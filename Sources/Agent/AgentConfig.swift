@@ -28,8 +28,12 @@ public struct AgentConfig: Sendable {
         public var description: String { "config \(key): \(reason)" }
     }
 
-    static let keys: Set<String> = ["policyServerURL", "caCertFile", "clientCertFile", "clientKeyFile", "pollIntervalSeconds", "stateDir",
-                                    "overlayNetwork", "failMode", "denyAction", "metricsAddress", "backend"]
+    /// Every key of the config file; the decoder refuses any other, so this is exactly what is
+    /// accepted (docs/config-reference.md is checked against it).
+    public static let keys: Set<String> = [
+        "policyServerURL", "caCertFile", "clientCertFile", "clientKeyFile", "pollIntervalSeconds", "stateDir",
+        "overlayNetwork", "failMode", "denyAction", "metricsAddress", "backend",
+    ]
 
     public init(json: JSON) throws(Invalid) {
         guard let members = json.members else { throw Invalid(key: "(file)", reason: "must be a JSON object") }

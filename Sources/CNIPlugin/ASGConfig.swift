@@ -8,11 +8,11 @@ enum ASGConfig {
     static func rules(_ items: [ConfigReader]) throws(CNIError) -> [EgressRule] {
         var out: [EgressRule] = []
         for item in items {
-            try item.refuseUnknown(["protocol", "networks", "ports", "icmp_info", "log"])
+            try item.refuseUnknown(.netOutRule)
             let proto = try self.proto(item)
             var networks: [EgressRule.Range] = []
             for network in try item.objects("networks") {
-                try network.refuseUnknown(["start", "end"])
+                try network.refuseUnknown(.netOutNetwork)
                 guard let startText = try network.string("start"), let start = IPAddress(startText) else {
                     throw CNIError.config(network.field("start"), "missing or not an IP address")
                 }
@@ -25,7 +25,7 @@ enum ASGConfig {
             if !ports.isEmpty && proto != .tcp && proto != .udp { throw CNIError.config(item.field("ports"), "ports need protocol tcp or udp") }
             var type: UInt8?, code: UInt8?
             if let icmp = try item.object("icmp_info") {
-                try icmp.refuseUnknown(["type", "code"])
+                try icmp.refuseUnknown(.icmpInfo)
                 if proto != .icmp { throw CNIError.config(icmp.path, "icmp_info needs protocol icmp") }
                 // -1 (or no value) is "any", as the Cloud Foundry CLI writes it.
                 if let value = try icmp.int("type", in: -1...255), value >= 0 { type = UInt8(value) }
@@ -77,7 +77,7 @@ enum ASGConfig {
             return out
         }
         for range in try item.objects("ports") {
-            try range.refuseUnknown(["start", "end"])
+            try range.refuseUnknown(.netOutPorts)
             guard let start = try range.int("start", in: 1...65535) else { throw CNIError.config(range.field("start"), "missing") }
             let end = try range.int("end", in: 1...65535) ?? start
             guard start <= end else { throw CNIError.config(range.path, "start \(start) is greater than end \(end)") }

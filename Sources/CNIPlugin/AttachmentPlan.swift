@@ -76,6 +76,16 @@ public struct PlanInputs: Sendable {
     }
 }
 
+/// The CNI_ARGS keys docknfv reads (every key is also a `$VAR` for firewall rules).
+public enum CNIArgKey: String, CaseIterable, Sendable {
+    /// `DOCKNFV_REDIRECT=false` (or 0, no, off, disabled): no redirection for this container.
+    case redirect = "DOCKNFV_REDIRECT"
+    /// Kubernetes' pod namespace: no redirection when it is one of `redirect.excludeNamespaces`.
+    case podNamespace = "K8S_POD_NAMESPACE"
+
+    static let redirectOff: Set<String> = ["false", "0", "no", "off", "disabled"]
+}
+
 public enum AttachmentPlanner {
     public static func plan(_ config: PluginConfig, _ inputs: PlanInputs) throws(CNIError) -> AttachmentPlan {
         let owner = inputs.attachment.owner
@@ -223,9 +233,9 @@ public enum AttachmentPlanner {
     /// with CNI_ARGS `DOCKNFV_REDIRECT=false`, or by running in an excluded namespace
     /// (`K8S_POD_NAMESPACE`).
     static func planRedirect(_ redirect: RedirectConfig, inputs: PlanInputs, addresses: [InterfaceAddress], into builder: inout RulesetBuilder) throws(CNIError) {
-        func arg(_ key: String) -> String? { inputs.args.last { $0.0 == key }?.1 }
-        if let value = arg("DOCKNFV_REDIRECT")?.lowercased(), ["false", "0", "no", "off", "disabled"].contains(value) { return }
-        if let namespace = arg("K8S_POD_NAMESPACE"), redirect.excludeNamespaces.contains(namespace) { return }
+        func arg(_ key: CNIArgKey) -> String? { inputs.args.last { $0.0 == key.rawValue }?.1 }
+        if let value = arg(.redirect)?.lowercased(), CNIArgKey.redirectOff.contains(value) { return }
+        if let namespace = arg(.podNamespace), redirect.excludeNamespaces.contains(namespace) { return }
         for family in IPFamily.allCases where addresses.contains(where: { $0.family == family }) {
             for (direction, hook, chain) in [(redirect.inbound, "PREROUTING", "REDIR-IN"), (redirect.outbound, "OUTPUT", "REDIR-OUT")] {
                 guard let direction else { continue }

@@ -50,8 +50,10 @@ struct ConfigReader {
 
     func has(_ key: String) -> Bool { self[key] != nil }
 
-    /// Keys other than `known` are refused: a misspelt key would otherwise be silently ignored.
-    func refuseUnknown(_ known: [String]) throws(CNIError) {
+    /// Keys other than the object's are refused: a misspelt key would otherwise be silently ignored.
+    /// (Keys beginning with `cni.dev/` are the runtime's.)
+    func refuseUnknown(_ object: ConfigObject) throws(CNIError) {
+        let known = object.keys
         for (key, _) in members where !known.contains(key) && !key.hasPrefix("cni.dev/") {
             throw CNIError(CNIError.invalidConfig, "invalid network configuration",
                            details: "\(field(key)): unknown key (known: \(known.sorted().joined(separator: ", ")))")

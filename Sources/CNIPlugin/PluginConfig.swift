@@ -100,12 +100,6 @@ public struct PluginConfig: Sendable {
     public var prevResult: CNIResult?
     public var validAttachments: [AttachmentID]?
 
-    static let topLevelKeys: [String] = [
-        "cniVersion", "name", "type", "args", "capabilities", "runtimeConfig", "prevResult", "dns", "ipam",
-        "side", "leftTable", "rightTable", "rulePriority", "gateway", "backend", "stateDir",
-        "firewall", "outbound", "redirect", "mtu", "mssClamp", "portMap", "asg",
-    ]
-
     /// Parses stdin's config for `command`.
     public init(_ json: JSON, command: CNICommand) throws(CNIError) {
         let config = try ConfigReader(json, path: "")
@@ -114,7 +108,7 @@ public struct PluginConfig: Sendable {
             throw CNIError.config("name", config.has("name") ? "must start with a letter or digit and hold only letters, digits, _ . and -" : "missing")
         }
         self.name = name
-        try config.refuseUnknown(Self.topLevelKeys)
+        try config.refuseUnknown(.network)
         if let text = try config.string("side") {
             guard let side = Side(rawValue: text) else { throw CNIError.config("side", "\"\(text)\": expected left or right") }
             self.side = side
@@ -143,7 +137,7 @@ public struct PluginConfig: Sendable {
         }
         mssClamp = try config.bool("mssClamp") ?? false
         if let block = try config.object("portMap") {
-            try block.refuseUnknown(["snat", "localhost"])
+            try block.refuseUnknown(.portMap)
             portMapOptions.hairpinSNAT = try block.bool("snat") ?? true
             portMapOptions.localhost = try block.bool("localhost") ?? false
         }
@@ -155,24 +149,34 @@ public struct PluginConfig: Sendable {
         // DEL works from the attachment's record (and tolerates anything the runtime passes there);
         // reading a thousand ASG rules it will not use would only slow it down.
         if command != .del, let runtime = try config.object("runtimeConfig") {
-            portMappings = try Self.portMappings(runtime)
-            if runtime.has("netOutRules") { netOutRules = try ASGConfig.rules(try runtime.objects("netOutRules")) }
-            if let metadata = try runtime.object("metadata") { policyGroupID = try metadata.string("policy_group_id") }
-            if let rules = try runtime.array("outboundRules") {
-                if outbound == nil { outbound = OutboundConfig() }
-                for (index, item) in rules.enumerated() {
-                    outbound!.rules.append(try Self.outboundRule(try ConfigReader(item, path: "runtimeConfig.outboundRules[\(index)]")))
+            for key in RuntimeConfigKey.allCases {
+                switch key {
+                case .portMappings:
+                    portMappings = try Self.portMappings(runtime, key: key.rawValue)
+                case .netOutRules:
+                    if runtime.has(key.rawValue) { netOutRules = try ASGConfig.rules(try runtime.objects(key.rawValue)) }
+                case .metadata:
+                    if let metadata = try runtime.object(key.rawValue) { policyGroupID = try metadata.string(MetadataKey.policyGroupID.rawValue) }
+                case .outboundRules:
+                    guard let rules = try runtime.array(key.rawValue) else { continue }
+                    if outbound == nil { outbound = OutboundConfig() }
+                    for (index, item) in rules.enumerated() {
+                        outbound!.rules.append(try Self.outboundRule(try ConfigReader(item, path: "runtimeConfig.outboundRules[\(index)]")))
+                    }
                 }
             }
         }
         if let value = config["prevResult"] { prevResult = try CNIResult(value, field: "prevResult") }
         if command == .gc {
-            let key = config.has("cni.dev/valid-attachments") ? "cni.dev/valid-attachments" : "cni.dev/attachments"
-            guard config.has(key) else { throw CNIError.config("cni.dev/valid-attachments", "missing (GC needs the list of attachments still in use)") }
+            guard let key = ConfigObject.gcListKeys.first(where: config.has) else {
+                throw CNIError.config(ConfigObject.gcListKeys[0], "missing (GC needs the list of attachments still in use)")
+            }
             validAttachments = try config.objects(key).map { item throws(CNIError) in
-                guard let id = try item.string("containerID"), !id.isEmpty else { throw CNIError.config(item.field("containerID"), "must be a non-empty string") }
-                guard let ifname = try item.string("ifname"), !ifname.isEmpty else { throw CNIError.config(item.field("ifname"), "must be a non-empty string") }
-                return AttachmentID(containerID: id, ifname: ifname)
+                func field(_ key: GCAttachmentKey) throws(CNIError) -> String {
+                    guard let text = try item.string(key.rawValue), !text.isEmpty else { throw CNIError.config(item.field(key.rawValue), "must be a non-empty string") }
+                    return text
+                }
+                return AttachmentID(containerID: try field(.containerID), ifname: try field(.ifname))
             }
         }
     }
@@ -196,7 +200,7 @@ public struct PluginConfig: Sendable {
     }
 
     mutating func parseASGOptions(_ block: ConfigReader) throws(CNIError) {
-        try block.refuseUnknown(["denyNetworks", "defaultAction", "logDenied", "setThreshold"])
+        try block.refuseUnknown(.asg)
         for (index, text) in (try block.strings("denyNetworks") ?? []).enumerated() {
             guard let prefix = IPPrefix(text) else { throw CNIError.config("asg.denyNetworks[\(index)]", "\"\(text)\" is not a network in CIDR notation") }
             asgOptions.denyNetworks.append(prefix.network)
@@ -211,13 +215,13 @@ public struct PluginConfig: Sendable {
 
     // MARK: runtimeConfig.portMappings
 
-    static func portMappings(_ runtime: ConfigReader) throws(CNIError) -> [PortMapping] {
+    static func portMappings(_ runtime: ConfigReader, key: String) throws(CNIError) -> [PortMapping] {
         var out: [PortMapping] = []
-        for item in try runtime.objects("portMappings") {
+        for item in try runtime.objects(key) {
             // The CNI convention's names, or Cloud Foundry's.
             let hostKey = item.has("host_port") ? "host_port" : "hostPort"
             let containerKey = item.has("container_port") ? "container_port" : "containerPort"
-            try item.refuseUnknown(["hostPort", "containerPort", "protocol", "hostIP", "host_port", "container_port"])
+            try item.refuseUnknown(.portMapping)
             guard let host = try item.int(hostKey, in: 1...65535) else { throw CNIError.config(item.field(hostKey), "missing") }
             guard let container = try item.int(containerKey, in: 1...65535) else { throw CNIError.config(item.field(containerKey), "missing") }
             let protoText = (try item.string("protocol") ?? "tcp").lowercased()
@@ -241,7 +245,7 @@ public struct PluginConfig: Sendable {
     // MARK: firewall
 
     static func firewall(_ block: ConfigReader) throws(CNIError) -> FirewallConfig {
-        try block.refuseUnknown(["policies", "rules", "ipsets", "dataDir", "fwFiles"])
+        try block.refuseUnknown(.firewall)
         var out = FirewallConfig()
         if let value = block["policies"] {
             // {"INPUT": "DROP"} (filter table) or [{"table": "filter", "chain": "INPUT", "policy": "DROP"}].
@@ -252,7 +256,7 @@ public struct PluginConfig: Sendable {
                 }
             } else {
                 for item in try block.objects("policies") {
-                    try item.refuseUnknown(["table", "chain", "policy"])
+                    try item.refuseUnknown(.firewallPolicy)
                     let table = try Self.table(item)
                     guard let chain = try item.string("chain") else { throw CNIError.config(item.field("chain"), "missing") }
                     guard let policy = try item.string("policy") else { throw CNIError.config(item.field("policy"), "missing") }
@@ -261,7 +265,7 @@ public struct PluginConfig: Sendable {
             }
         }
         for item in try block.objects("rules") {
-            try item.refuseUnknown(["type", "table", "chain", "rule", "family"])
+            try item.refuseUnknown(.firewallRule)
             let type = (try item.string("type") ?? "A").uppercased()
             guard type == "A" || type == "I" else { throw CNIError.config(item.field("type"), "\"\(type)\": expected A (append) or I (insert)") }
             let table = try Self.table(item)
@@ -282,7 +286,7 @@ public struct PluginConfig: Sendable {
             out.rules.append(.init(insert: type == "I", table: table, chain: chain, rule: rule, families: families, field: item.path))
         }
         for item in try block.objects("ipsets") {
-            try item.refuseUnknown(["name", "type", "family", "entries"])
+            try item.refuseUnknown(.firewallIPSet)
             guard let name = try item.string("name"), Names.isValidSetName(name) else { throw CNIError.config(item.field("name"), "missing or not a valid set name") }
             let typeText = try item.string("type") ?? "hash:net"
             guard let type = SetType(rawValue: typeText) else { throw CNIError.config(item.field("type"), "\"\(typeText)\": expected \(SetType.allCases.map(\.rawValue).joined(separator: ", "))") }
@@ -305,7 +309,7 @@ public struct PluginConfig: Sendable {
             var name: String?, family = IPFamily.v4
             if let text = item.string { name = text } else {
                 let reader = try ConfigReader(item, path: field)
-                try reader.refuseUnknown(["file", "family"])
+                try reader.refuseUnknown(.firewallFile)
                 name = try reader.string("file")
                 if let text = try reader.string("family") {
                     guard let parsed: IPFamily = text == "ipv4" ? .v4 : text == "ipv6" ? .v6 : nil else { throw CNIError.config(reader.field("family"), "expected ipv4 or ipv6") }
@@ -335,7 +339,7 @@ public struct PluginConfig: Sendable {
     // MARK: outbound
 
     static func outbound(_ block: ConfigReader) throws(CNIError) -> OutboundConfig {
-        try block.refuseUnknown(["chainName", "defaultAction", "outboundRules", "runtimeRules"])
+        try block.refuseUnknown(.outbound)
         var out = OutboundConfig()
         if let name = try block.string("chainName") {
             guard ChainNames.isValidUserChain(name), name.utf8.count <= 16 else { throw CNIError.config("outbound.chainName", "\"\(name)\": 1 to 16 letters, digits, - _ or .") }
@@ -357,7 +361,7 @@ public struct PluginConfig: Sendable {
     }
 
     static func outboundRule(_ item: ConfigReader) throws(CNIError) -> OutboundRule {
-        try item.refuseUnknown(["host", "proto", "port", "action"])
+        try item.refuseUnknown(.outboundRule)
         guard let hostText = try item.string("host"), let host = IPPrefix(hostText) ?? IPAddress(hostText).map({ IPPrefix(address: $0, length: $0.family.bitCount)! }) else {
             throw CNIError.config(item.field("host"), "missing or not an address or network")
         }
@@ -380,11 +384,11 @@ public struct PluginConfig: Sendable {
     // MARK: redirect
 
     static func redirect(_ block: ConfigReader) throws(CNIError) -> RedirectConfig {
-        try block.refuseUnknown(["inbound", "outbound", "excludePorts", "excludeCIDRs", "excludeUIDs", "excludeNamespaces"])
+        try block.refuseUnknown(.redirect)
         var out = RedirectConfig()
-        func direction(_ key: String) throws(CNIError) -> RedirectConfig.Direction? {
+        func direction(_ key: String, _ object: ConfigObject) throws(CNIError) -> RedirectConfig.Direction? {
             guard let item = try block.object(key) else { return nil }
-            try item.refuseUnknown(["ports", "proxyPort"])
+            try item.refuseUnknown(object)
             guard let proxy = try item.int("proxyPort", in: 1...65535) else { throw CNIError.config(item.field("proxyPort"), "missing") }
             var ports: [UInt16] = []
             for (index, value) in (try item.array("ports") ?? []).enumerated() {
@@ -392,8 +396,8 @@ public struct PluginConfig: Sendable {
             }
             return .init(ports: ports, proxyPort: UInt16(proxy))
         }
-        out.inbound = try direction("inbound")
-        out.outbound = try direction("outbound")
+        out.inbound = try direction("inbound", .redirectInbound)
+        out.outbound = try direction("outbound", .redirectOutbound)
         for (index, value) in (try block.array("excludePorts") ?? []).enumerated() {
             out.excludePorts.append(UInt16(try ConfigReader.int(value, field: "redirect.excludePorts[\(index)]", in: 1...65535)))
         }

@@ -38,6 +38,14 @@ public struct HookOutcome: Sendable, Equatable {
     public var notified = false
 }
 
+/// The variables of dhclient's environment the hook reads.
+public enum DHClientVariable {
+    public static let reason = "reason"
+    public static let interface = "interface"
+    /// All of them: the reason, the interface and the lease's classless routes.
+    public static var all: [String] { [reason, interface] + LeaseRoutes.variables().map(\.name) }
+}
+
 /// One dhclient event: decide, install routes (rolled back on failure), write the include file
 /// atomically, and tell OpenVPN only when the file's content changed.
 public struct DHCPHookRunner {
@@ -60,11 +68,11 @@ public struct DHCPHookRunner {
     }
 
     public func run(environment env: [String: String], backend: @autoclosure () throws -> any RoutingBackend) throws -> HookOutcome {
-        guard let reason = env["reason"] else { throw HookError.missingVariable("reason") }
+        guard let reason = env[DHClientVariable.reason] else { throw HookError.missingVariable(DHClientVariable.reason) }
         guard let action = DHCPReason.action(for: reason) else { throw HookError.unknownReason(reason) }
         var outcome = HookOutcome(action: action)
         if action == .ignore { return outcome }
-        guard let interface = env["interface"], !interface.isEmpty else { throw HookError.missingVariable("interface") }
+        guard let interface = env[DHClientVariable.interface], !interface.isEmpty else { throw HookError.missingVariable(DHClientVariable.interface) }
         guard interface.utf8.count <= 15, !interface.contains("/"), !interface.contains(" ") else {
             throw HookError.invalidInterface(interface)
         }

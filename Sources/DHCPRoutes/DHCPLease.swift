@@ -42,9 +42,13 @@ public struct LeaseRoutes: Sendable, Equatable {
     public var source: RouteSource
     public var warnings: [String]
 
+    /// dhclient's variables for the lease's classless routes, in the order they are tried.
+    public static func variables(prefix: String = "new_") -> [(name: String, source: RouteSource)] {
+        [("\(prefix)rfc3442_classless_static_routes", .rfc3442), ("\(prefix)ms_classless_static_routes", .microsoft)]
+    }
+
     public static func from(environment env: [String: String], prefix: String = "new_") throws(LeaseError) -> LeaseRoutes {
-        for (variable, source) in [("\(prefix)rfc3442_classless_static_routes", RouteSource.rfc3442),
-                                   ("\(prefix)ms_classless_static_routes", .microsoft)] {
+        for (variable, source) in variables(prefix: prefix) {
             guard let text = env[variable], !text.trimming(" \t\n").isEmpty else { continue }
             do {
                 let decoded = try ClasslessRouteDecoder.decode(text)

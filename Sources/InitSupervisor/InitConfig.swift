@@ -23,14 +23,42 @@ public struct InitConfig: Sendable, Equatable {
         self.stateDir = stateDir
     }
 
+    /// Each setting: a field of the file (its path, `left.interface`) and the environment variable
+    /// that overrides it. `merge(environment:)` reads exactly these variables.
+    public enum Setting: String, CaseIterable, Sendable {
+        case mode
+        case leftInterface = "left.interface", leftGateway = "left.gateway", leftTable = "left.table"
+        case rightInterface = "right.interface", rightGateway = "right.gateway", rightTable = "right.table"
+        case rulePriority, waitTimeoutSeconds, stateDir
+
+        public var field: String { rawValue }
+
+        public var variable: String {
+            switch self {
+            case .mode: "DOCKNFV_MODE"
+            case .leftInterface: "DOCKNFV_LEFT_IF"
+            case .leftGateway: "DOCKNFV_LEFT_GW"
+            case .leftTable: "DOCKNFV_LEFT_TABLE"
+            case .rightInterface: "DOCKNFV_RIGHT_IF"
+            case .rightGateway: "DOCKNFV_RIGHT_GW"
+            case .rightTable: "DOCKNFV_RIGHT_TABLE"
+            case .rulePriority: "DOCKNFV_RULE_PRIORITY"
+            case .waitTimeoutSeconds: "DOCKNFV_WAIT_TIMEOUT"
+            case .stateDir: "DOCKNFV_STATE_DIR"
+            }
+        }
+    }
+
     /// The environment variable that overrides each configuration field.
-    public static let environmentNames: [String: String] = [
-        "mode": "DOCKNFV_MODE",
-        "left.interface": "DOCKNFV_LEFT_IF", "right.interface": "DOCKNFV_RIGHT_IF",
-        "left.gateway": "DOCKNFV_LEFT_GW", "right.gateway": "DOCKNFV_RIGHT_GW",
-        "left.table": "DOCKNFV_LEFT_TABLE", "right.table": "DOCKNFV_RIGHT_TABLE",
-        "rulePriority": "DOCKNFV_RULE_PRIORITY", "waitTimeoutSeconds": "DOCKNFV_WAIT_TIMEOUT",
-        "stateDir": "DOCKNFV_STATE_DIR",
+    public static let environmentNames: [String: String] =
+        Dictionary(uniqueKeysWithValues: Setting.allCases.map { ($0.field, $0.variable) })
+
+    /// The keys of the file, object by object (`""` is the top level): the decoder's own coding
+    /// keys, which are all it accepts.
+    public static let fileKeys: [(path: String, keys: [String])] = [
+        ("", FileConfig.CodingKeys.allCases.map(\.rawValue)),
+        ("left", FileSide.CodingKeys.allCases.map(\.rawValue)),
+        ("right", FileSide.CodingKeys.allCases.map(\.rawValue)),
     ]
 
     /// Loads the file (when `path` is given it must exist; the default path is optional), applies
@@ -135,28 +163,25 @@ public struct InitConfig: Sendable, Equatable {
     // MARK: Environment
 
     mutating func merge(environment env: [String: String]) throws(InitConfigError) {
-        if let mode = env["DOCKNFV_MODE"] { try setMode(mode, field: "DOCKNFV_MODE") }
-        for side in ["left", "right"] {
-            let upper = side.uppercased()
-            if let name = env["DOCKNFV_\(upper)_IF"] { try setInterface(name, side: side, field: "DOCKNFV_\(upper)_IF") }
-            if let text = env["DOCKNFV_\(upper)_GW"] {
+        for setting in Setting.allCases {
+            let variable = setting.variable
+            guard let text = env[variable] else { continue }
+            switch setting {
+            case .mode: try setMode(text, field: variable)
+            case .leftInterface, .rightInterface: try setInterface(text, side: setting.side, field: variable)
+            case .leftGateway, .rightGateway:
                 let parts = text.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-                try setGateways(text.trimmingCharacters(in: .whitespaces).isEmpty ? [] : parts, side: side, field: "DOCKNFV_\(upper)_GW")
-            }
-            if let text = env["DOCKNFV_\(upper)_TABLE"] {
-                setTable(try Self.parseUInt32(text, field: "DOCKNFV_\(upper)_TABLE"), side: side)
+                try setGateways(text.trimmingCharacters(in: .whitespaces).isEmpty ? [] : parts, side: setting.side, field: variable)
+            case .leftTable, .rightTable: setTable(try Self.parseUInt32(text, field: variable), side: setting.side)
+            case .rulePriority: dualHome.rulePriority = try Self.parseUInt32(text, field: variable)
+            case .waitTimeoutSeconds:
+                guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
+                    throw .invalid(field: variable, value: text, reason: "not a number of seconds")
+                }
+                try setTimeout(value, field: variable)
+            case .stateDir: stateDir = text
             }
         }
-        if let text = env["DOCKNFV_RULE_PRIORITY"] {
-            dualHome.rulePriority = try Self.parseUInt32(text, field: "DOCKNFV_RULE_PRIORITY")
-        }
-        if let text = env["DOCKNFV_WAIT_TIMEOUT"] {
-            guard let value = Double(text.trimmingCharacters(in: .whitespaces)) else {
-                throw .invalid(field: "DOCKNFV_WAIT_TIMEOUT", value: text, reason: "not a number of seconds")
-            }
-            try setTimeout(value, field: "DOCKNFV_WAIT_TIMEOUT")
-        }
-        if let dir = env["DOCKNFV_STATE_DIR"] { stateDir = dir }
     }
 
     static func parseUInt32(_ text: String, field: String) throws(InitConfigError) -> UInt32 {
@@ -205,6 +230,11 @@ public struct InitConfig: Sendable, Equatable {
         }
         waitTimeoutSeconds = value
     }
+}
+
+extension InitConfig.Setting {
+    /// "left" or "right" for a side's setting.
+    var side: String { String(rawValue.prefix { $0 != "." }) }
 }
 
 /// The JSON file's shape. Unknown keys are rejected so a typo never silently falls back to a default.

@@ -13,24 +13,23 @@ struct DockNFVDHCPHook: ParsableCommand {
             the main table through the interface and writes one push "route NETWORK NETMASK" line per \
             route to the push file (atomically); on EXPIRE, FAIL, RELEASE and STOP it withdraws them. \
             OpenVPN is told (SIGHUP) only when the file's content changed.
-            Environment: DOCKNFV_PUSH_FILE, DOCKNFV_OPENVPN_MANAGEMENT, DOCKNFV_OPENVPN_PIDFILE, \
-            DOCKNFV_REDIRECT_GATEWAY, DOCKNFV_DHCP_INSTALL_ROUTES (booleans: 1/0, true/false, yes/no, \
-            on/off; a variable set but empty is an error).
+            Environment: \(HookSetting.allCases.map(\.variable).joined(separator: ", ")) (booleans: 1/0, \
+            true/false, yes/no, on/off; a variable set but empty is an error).
             """)
 
-    @Option(help: "OpenVPN include file to write (default \(HookOptions.defaultPushFile)).")
+    @Option(name: .customLong(HookSetting.pushFile.option), help: "OpenVPN include file to write (default \(HookOptions.defaultPushFile)).")
     var pushFile: String?
 
-    @Option(help: "OpenVPN management interface: unix:PATH or HOST:PORT.")
+    @Option(name: .customLong(HookSetting.management.option), help: "OpenVPN management interface: unix:PATH or HOST:PORT.")
     var management: String?
 
-    @Option(help: "OpenVPN pid file (SIGHUP is sent to that pid) when there is no management interface.")
+    @Option(name: .customLong(HookSetting.pidFile.option), help: "OpenVPN pid file (SIGHUP is sent to that pid) when there is no management interface.")
     var pidFile: String?
 
-    @Flag(help: "Push a DHCP default route as redirect-gateway def1.")
+    @Flag(name: .customLong(HookSetting.redirectGateway.option), help: "Push a DHCP default route as redirect-gateway def1.")
     var redirectGateway = false
 
-    @Flag(help: "Only write the push file; do not install routes.")
+    @Flag(name: .customLong(HookSetting.installRoutes.option), help: "Only write the push file; do not install routes.")
     var noRoutes = false
 
     func run() throws {
