@@ -251,11 +251,11 @@ let commands: [Command] = [
         try addRules(Context(arguments: arguments), table: .nat, chain: "POSTROUTING", family: nil, words: words + ["-j", "SNAT", "--to-source", to], position: nil)
     },
     Command(path: ["ipset", "create"], abstract: "Create a set (an ipset with iptables, an nftables set with nftables).", flags: [("6", "An IPv6 set.")],
-            positionals: [("name", "The set's name."), ("type", "hash:net, hash:ip or hash:ip,port."), ("element…", "Initial elements.")]) { arguments in
+            positionals: [("name", "The set's name."), ("type", "hash:net, hash:ip, hash:ip,port or hash:ip,mark."), ("element…", "Initial elements.")]) { arguments in
         let context = Context(arguments: arguments)
         let name = arguments.positionals[0], typeName = arguments.positionals[1]
         guard let type = SetType(rawValue: typeName) else {
-            throw EngineError(.invalidInput, "set type \(DisplayText.quoted(typeName)): expected hash:net, hash:ip or hash:ip,port")
+            throw EngineError(.invalidInput, "set type \(DisplayText.quoted(typeName)): expected hash:net, hash:ip, hash:ip,port or hash:ip,mark")
         }
         try context.change("set \(name)") { try $0.createSet(name, type: type, family: arguments.flag("6") ? .v6 : .v4, entries: Array(arguments.positionals.dropFirst(2))) }
     },

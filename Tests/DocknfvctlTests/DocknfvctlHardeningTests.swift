@@ -155,7 +155,7 @@ struct DocknfvctlHardeningTests {
                 (["rule", "add", "--table", "bogus", "--chain", "INPUT", "--", "-j", "DROP"], "--table \"bogus\": expected filter, nat, mangle or raw"),
                 (["rule", "flush", "--table", "bogus"], "--table \"bogus\": expected filter, nat, mangle or raw"),
                 (["chain", "create", "x", "--family", "ipv9"], "--family \"ipv9\": expected ipv4 or ipv6"),
-                (["ipset", "create", "s", "hash:foo"], "set type \"hash:foo\": expected hash:net, hash:ip or hash:ip,port"),
+                (["ipset", "create", "s", "hash:foo"], "set type \"hash:foo\": expected hash:net, hash:ip, hash:ip,port or hash:ip,mark"),
                 (["ipset", "create", "dnfv~tmp~x", "hash:ip"], "set name \"dnfv~tmp~x\""),
                 (["migrate", "--to", "pf"], "--to \"pf\": expected nftables or iptables"),
                 (["rule", "add", "--chain", huge, "--", "-j", "DROP"], "not a built-in chain"),
