@@ -255,14 +255,7 @@ public enum JSON: Equatable, Sendable {
 
         /// The next member's key in the object entered last, or nil after its closing brace.
         public mutating func nextKey() throws(ParseError) -> String? {
-            reader.skipSpace()
-            if first {
-                first = false
-                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "}") { reader.index += 1; return nil }
-            } else if try reader.separatorEnds(UInt8(ascii: "}")) {
-                return nil
-            }
-            reader.skipSpace()
+            guard try nextMember() else { return nil }
             let key = try reader.string()
             reader.skipSpace()
             try reader.expect(UInt8(ascii: ":"))
@@ -273,14 +266,7 @@ public enum JSON: Equatable, Sendable {
         /// `known.count` for any other key, nil after the closing brace. Keys are compared as
         /// bytes (no string is made unless the key has escapes).
         public mutating func nextKey(in known: [[UInt8]]) throws(ParseError) -> Int? {
-            reader.skipSpace()
-            if first {
-                first = false
-                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "}") { reader.index += 1; return nil }
-            } else if try reader.separatorEnds(UInt8(ascii: "}")) {
-                return nil
-            }
-            reader.skipSpace()
+            guard try nextMember() else { return nil }
             var found = known.count
             let bytes = reader.bytes
             var end = reader.index + 1
@@ -300,6 +286,19 @@ public enum JSON: Equatable, Sendable {
             reader.skipSpace()
             try reader.expect(UInt8(ascii: ":"))
             return found
+        }
+
+        /// Steps to the next member's key (past a separator), or past the closing brace (false).
+        mutating func nextMember() throws(ParseError) -> Bool {
+            reader.skipSpace()
+            if first {
+                first = false
+                if reader.index < reader.bytes.count, reader.bytes[reader.index] == UInt8(ascii: "}") { reader.index += 1; return false }
+            } else if try reader.separatorEnds(UInt8(ascii: "}")) {
+                return false
+            }
+            reader.skipSpace()
+            return true
         }
 
         /// Whether the array entered last has another item (false after its closing bracket).
