@@ -225,6 +225,29 @@ struct NFTablesKernelTests {
         }
     }
 
+    /// A daemon's session keeps one socket per namespace: changes made through it land in the
+    /// namespace of the thread making them, and a failed change drops the socket.
+    @Test func aSessionWritesWhereItsCallerIs() throws {
+        try withNamespaces(["nfta", "nftb"]) { ns throws in
+            let backend = NFTablesBackend(session: NFTablesSession())
+            let one = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(["-p tcp --dport 1 -j ACCEPT"])])])
+            let two = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(["-p tcp --dport 2 -j ACCEPT"])])])
+            var first = one
+            first.kernelMark = try inside(ns[0]) { try backend.apply(one, previous: Ruleset()) }.kernelMark
+            _ = try inside(ns[1]) { try backend.apply(two, previous: Ruleset()) }
+            #expect(try listing(ns[0]).contains("tcp dport 1 counter accept") && !listing(ns[0]).contains("tcp dport 2 counter accept"))
+            #expect(try listing(ns[1]).contains("tcp dport 2 counter accept") && !listing(ns[1]).contains("tcp dport 1 counter accept"))
+            // Back in the first namespace: removal through the session empties it.
+            #expect(try inside(ns[0]) { try backend.remove(first) })
+            #expect(try ns[0].mustRun(["nft", "list", "tables"]).trimmingCharacters(in: .whitespacesAndNewlines).isEmpty)
+            // A batch the kernel refuses (a jump loop) fails and the next change still works.
+            let loop = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(["-j a"]), "a": try rules(["-j b"]), "b": try rules(["-j a"])])])
+            #expect(throws: EngineError.self) { try inside(ns[0]) { try backend.apply(loop, previous: Ruleset()) } }
+            _ = try inside(ns[0]) { try backend.apply(one, previous: Ruleset()) }
+            #expect(try listing(ns[0]).contains("tcp dport 1 counter accept"))
+        }
+    }
+
     /// A batch planned from a read that someone else's commit made stale is refused by the kernel
     /// (the batch carries the generation it was planned against) and planned again from a new read.
     @Test func aBatchPlannedFromAStaleReadIsReplanned() throws {
