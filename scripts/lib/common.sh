@@ -51,6 +51,25 @@ build_release() {
   BIN="$DOCKNFV_ROOT/.build/release"
 }
 
+# bench_summary BENCHMARK CASE DOCKNFV REFERENCE RATIO TARGET MET — one row of the table that
+# scripts/bench prints, appended tab-separated to the file $DOCKNFV_BENCH_SUMMARY names (nothing
+# when it is unset, so a benchmark run alone prints only its own output). DOCKNFV and REFERENCE
+# are figures with their unit, measured in the same run; RATIO is the reference's time / docknfv's
+# for times and docknfv's rate / the reference's for rates (above 1: docknfv does better); MET is
+# met, NOT met or -; a field that does not apply is -.
+bench_summary() {
+  [ -n "${DOCKNFV_BENCH_SUMMARY:-}" ] || return 0
+  [ $# -eq 7 ] || die "bench_summary takes 7 fields, got $#: $*"
+  local IFS=$'\t'
+  printf '%s\n' "$*" >> "$DOCKNFV_BENCH_SUMMARY"
+}
+# bench_met VALUE <=|>= LIMIT — prints met or NOT met.
+bench_met() {
+  awk -v v="$1" -v op="$2" -v l="$3" 'BEGIN { print ((op == "<=" ? v <= l : v >= l) ? "met" : "NOT met") }'
+}
+# bench_ratio A B — A / B with two decimals, or - when B is not above 0.
+bench_ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+
 # Removes namespaces left behind by a test run or demo that was killed hard.
 cleanup_stale_namespaces() {
   local prefix=$1 ns
