@@ -119,3 +119,17 @@ struct IncrementalPlannerTests {
         #expect(planner.lastRebuilt == 0, "the same policies rebuild nothing")
     }
 }
+
+@Suite("policies: incremental decoding from and to an empty answer")
+struct PolicyDecoderEdgeTests {
+    @Test func fromEmptyToOneAndBack() throws {
+        let decoder = PolicyDecoder()
+        let one = Policy(sourceID: "ga", sourceTag: 1, destinationID: "gb", destinationTag: 2, proto: .tcp, ports: 8080...8080)
+        for total in [true, false] {
+            for (policies, spaced) in [([Policy](), false), ([one], false), ([], false), ([one], true), ([one, one], false), ([], true)] {
+                let bytes = PolicyDecoderTests.document(policies, total: total ? policies.count : nil, spaced: spaced)
+                #expect(try decoder.decode(bytes) == policies, "\(String(decoding: bytes, as: UTF8.self))")
+            }
+        }
+    }
+}

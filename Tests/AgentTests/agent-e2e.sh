@@ -91,7 +91,9 @@ policy='{"total_policies":1,"policies":[{"source":{"id":"ga","tag":"0001"},"dest
 echo "$policy" > "$work/policies.json"
 wait_for 5 "the policy to take effect" reach 8080
 reach 9090 && fail "9090 is not in the policy"
-ip netns exec "$HOST" nft list ruleset | grep -q 'meta mark set 0x00000001' || fail "A's packets are not tagged with its group's tag"
+# Read whole before matching: with pipefail, grep -q's early exit can fail nft with SIGPIPE.
+ruleset=$(ip netns exec "$HOST" nft list ruleset)
+grep -q 'meta mark set 0x00000001' <<<"$ruleset" || fail "A's packets are not tagged with its group's tag"
 pass "a policy allows A → B:8080 within a poll; 9090 stays rejected; A's traffic carries its tag"
 
 commits=$(metric docknfv_agent_commits_total)
