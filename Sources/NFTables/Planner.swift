@@ -133,6 +133,27 @@ enum Planner {
     /// increasing subsequence of their kernel positions stays untouched.
     static func ruleChanges(want: [DesiredTable.DesiredRule], have: [Snapshot.KernelRule])
         -> ([UInt64], [(DesiredTable.DesiredRule, Operation.Position)]) {
+        // The common head and tail stay as they are: only the span between them is matched, so
+        // one rule changed among thousands costs a comparison per rule and no hashing.
+        var head = 0
+        while head < want.count, head < have.count, have[head].fingerprint == want[head].fingerprint { head += 1 }
+        var tail = 0
+        while tail < want.count - head, tail < have.count - head,
+              have[have.count - 1 - tail].fingerprint == want[want.count - 1 - tail].fingerprint { tail += 1 }
+        if head == 0 && tail == 0 { return matchedChanges(want: want, have: have) }
+        let (gone, added) = matchedChanges(want: Array(want[head..<(want.count - tail)]), have: Array(have[head..<(have.count - tail)]))
+        // Rules added in the middle go after the head's last rule, or before the tail's first.
+        let positioned = added.map { rule, position -> (DesiredTable.DesiredRule, Operation.Position) in
+            guard position == .end else { return (rule, position) }
+            if tail > 0 { return (rule, .before(have[have.count - tail].handle)) }
+            return (rule, .end)
+        }
+        return (gone, positioned)
+    }
+
+    /// `ruleChanges` of the span that differs: anchors by fingerprint, the longest run kept.
+    static func matchedChanges(want: [DesiredTable.DesiredRule], have: [Snapshot.KernelRule])
+        -> ([UInt64], [(DesiredTable.DesiredRule, Operation.Position)]) {
         // The n-th kernel rule with a fingerprint pairs with the n-th desired rule with it, so
         // repeated rules anchor too.
         struct Occurrence: Hashable { var fingerprint: UInt64; var number: Int }
