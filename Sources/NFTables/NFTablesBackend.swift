@@ -31,11 +31,7 @@ public struct NFTablesBackend: RuleBackend {
     public func apply(_ desired: Ruleset, previous: Ruleset) throws -> ApplyReport {
         try desired.validate()
         guard let session else { return try apply(desired, previous: previous, netlink: try NFNetlink()) }
-        do { return try apply(desired, previous: previous, netlink: try session.socket()) } catch {
-            // Whatever the socket still holds (a dump cut short) must not answer the next request.
-            session.reset()
-            throw error
-        }
+        return try session.using { netlink in try apply(desired, previous: previous, netlink: netlink) }
     }
 
     func apply(_ desired: Ruleset, previous: Ruleset, netlink: NFNetlink) throws -> ApplyReport {
@@ -356,21 +352,22 @@ public final class NFTablesSession: @unchecked Sendable { // state guarded by `l
 
     public init() { pthread_mutex_init(&lock, nil) }
 
-    func socket() throws -> NFNetlink {
+    /// Runs `body` with the socket, one change at a time (its sequence numbers and buffer are
+    /// not shared). After an error the socket is closed: whatever it still holds (a dump cut
+    /// short) must not answer the next request.
+    func using<T>(_ body: (NFNetlink) throws -> T) throws -> T {
         pthread_mutex_lock(&lock)
         defer { pthread_mutex_unlock(&lock) }
         let current = NFTablesBackend.namespaceInode()
-        if let netlink, namespace == current { return netlink }
-        let opened = try NFNetlink()
-        netlink = opened
-        namespace = current
-        return opened
+        if netlink == nil || namespace != current {
+            netlink = try NFNetlink()
+            namespace = current
+        }
+        do { return try body(netlink!) } catch {
+            netlink = nil
+            throw error
+        }
     }
 
-    /// Closes the socket; the next change opens another.
-    public func reset() {
-        pthread_mutex_lock(&lock)
-        netlink = nil
-        pthread_mutex_unlock(&lock)
-    }
+
 }

@@ -131,21 +131,27 @@ public enum PolicyDocument {
     static let portKeys = ["start", "end"].map { Array($0.utf8) }
     static let policyKeys = ["source", "destination"].map { Array($0.utf8) }
 
-    static func member(_ scanner: inout JSON.Scanner) throws(JSON.ParseError) -> Member? {
+    /// A key of the schema given twice is refused, as a JSON reader that keeps every member would.
+    static func duplicate(_ keys: [[UInt8]], _ index: Int) -> PolicyDecodeError {
+        PolicyDecodeError(field: "response", reason: "not JSON (duplicate key \"\(String(decoding: keys[index], as: UTF8.self))\")")
+    }
+
+    static func member(_ scanner: inout JSON.Scanner) throws -> Member? {
         guard scanner.enterObject() else { try scanner.skipValue(); return nil }
         var member = Member()
         while let key = try scanner.nextKey(in: memberKeys) {
             switch key {
-            case 0 where member.id == nil: member.id = try scanner.value()
-            case 1 where member.tag == nil: member.tag = try scanner.value()
-            case 2 where member.proto == nil: member.proto = try scanner.value()
-            case 3 where !member.ports:
+            case 0: guard member.id == nil else { throw duplicate(memberKeys, key) }; member.id = try scanner.value()
+            case 1: guard member.tag == nil else { throw duplicate(memberKeys, key) }; member.tag = try scanner.value()
+            case 2: guard member.proto == nil else { throw duplicate(memberKeys, key) }; member.proto = try scanner.value()
+            case 3:
+                guard !member.ports else { throw duplicate(memberKeys, key) }
                 member.ports = true
                 guard scanner.enterObject() else { try scanner.skipValue(); continue }
                 while let key = try scanner.nextKey(in: portKeys) {
                     switch key {
-                    case 0 where member.start == nil: member.start = try scanner.value()
-                    case 1 where member.end == nil: member.end = try scanner.value()
+                    case 0: guard member.start == nil else { throw duplicate(portKeys, key) }; member.start = try scanner.value()
+                    case 1: guard member.end == nil else { throw duplicate(portKeys, key) }; member.end = try scanner.value()
                     default: try scanner.skipValue()
                     }
                 }
@@ -161,8 +167,8 @@ public enum PolicyDocument {
         if scanner.enterObject() {
             while let key = try scanner.nextKey(in: policyKeys) {
                 switch key {
-                case 0 where source == nil: source = try member(&scanner) ?? Member()
-                case 1 where destination == nil: destination = try member(&scanner) ?? Member()
+                case 0: guard source == nil else { throw duplicate(policyKeys, key) }; source = try member(&scanner) ?? Member()
+                case 1: guard destination == nil else { throw duplicate(policyKeys, key) }; destination = try member(&scanner) ?? Member()
                 default: try scanner.skipValue()
                 }
             }
@@ -297,9 +303,11 @@ public final class PolicyDecoder: @unchecked Sendable { // state guarded by `loc
                 layout.policies.append(try PolicyDocument.policy(&scanner, index: layout.policies.count))
                 layout.ends.append(scanner.offset)
             }
-            // The array closed: what follows must be the last answer's unchanged tail.
+            // The array closed: what follows must be the last answer's unchanged tail, so this must
+            // be the last answer's closing bracket, moved (a "]" inside a string of the last
+            // answer's tail is not).
             layout.close = scanner.offset - 1
-            guard layout.close >= changedEnd else { return nil }
+            guard layout.close >= changedEnd, layout.close == last.close + delta else { return nil }
             lastDecodedCount = layout.policies.count - kept
             try PolicyDocument.checkTotal(layout.total, layout.policies.count)
             return layout

@@ -51,8 +51,10 @@ public struct SetEntry: Hashable, Sendable, CustomStringConvertible {
             let parts = text.split(separator: ",", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
             guard parts.count == 2, let address = IPAddress(parts[0]) else { return nil }
             let markText = parts[1].lowercased()
-            let mark = markText.hasPrefix("0x") ? UInt32(markText.dropFirst(2), radix: 16) : UInt32(markText, radix: 10)
-            guard let mark, !markText.isEmpty, markText != "0x" else { return nil }
+            let digits = markText.hasPrefix("0x") ? markText.dropFirst(2) : Substring(markText)
+            // Digits only: UInt32(_:radix:) would also take a sign.
+            guard !digits.isEmpty, digits.allSatisfy(\.isHexDigit),
+                  let mark = markText.hasPrefix("0x") ? UInt32(digits, radix: 16) : digits.allSatisfy(\.isNumber) ? UInt32(digits, radix: 10) : nil else { return nil }
             self.init(address: address, mark: mark)
         }
     }

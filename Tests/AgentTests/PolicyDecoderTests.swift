@@ -122,6 +122,18 @@ struct IncrementalPlannerTests {
 
 @Suite("policies: incremental decoding from and to an empty answer")
 struct PolicyDecoderEdgeTests {
+    /// A "]" that sat in a string of the last answer's tail is not the array's end: the answer
+    /// below has trailing data, which the whole decoder refuses; so must the incremental one.
+    @Test func aBracketInTheLastAnswersTailIsNotTheArraysEnd() throws {
+        let p = #"{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":1}}}"#
+        let q = #"{"source":{"id":"c","tag":"3"},"destination":{"id":"d","tag":"4","protocol":"tcp","ports":{"start":2,"end":2}},"x":"]}"}"#
+        let decoder = PolicyDecoder()
+        #expect(try decoder.decode(Array(#"{"policies":[\#(p),\#(q)]}"#.utf8)).count == 2)
+        let next = Array(#"{"policies":[\#(p)]}"}]}"#.utf8)
+        #expect(throws: PolicyDecodeError.self) { try PolicyDocument.decode(next) }
+        #expect(throws: PolicyDecodeError.self) { try decoder.decode(next) }
+    }
+
     @Test func fromEmptyToOneAndBack() throws {
         let decoder = PolicyDecoder()
         let one = Policy(sourceID: "ga", sourceTag: 1, destinationID: "gb", destinationTag: 2, proto: .tcp, ports: 8080...8080)

@@ -39,6 +39,8 @@ struct PolicyTests {
         (#"{"policies":[]} x"#, "response"),
         (#"{"policies":[{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":2}}},]}"#, "response"),
         ("[]", "policies"),
+        (#"{"policies":[{"source":{"id":"a","id":"b","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":2}}}]}"#, "response"),
+        (#"{"policies":[{"source":{"id":"a","tag":"1"},"destination":{"id":"b","tag":"2","protocol":"tcp","ports":{"start":1,"end":2,"end":3}}}]}"#, "response"),
         ("{}", "policies"),
     ])
     func badDocumentsAreRejectedWhole(text: String, field: String) {

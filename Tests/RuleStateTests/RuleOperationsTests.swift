@@ -265,7 +265,7 @@ struct RuleOperationsTests {
         }
         try state.createSet("tagged", type: .hashIPMark, family: .v4, entries: ["10.0.0.1,0x5", "10.0.0.1,5", "10.0.0.1,31"])
         #expect(state.sets["tagged"]?.entries.map(\.description) == ["10.0.0.1,0x00000005", "10.0.0.1,0x0000001f"])
-        for bad in ["10.0.0.1", "10.0.0.1,", "10.0.0.1,0x", "10.0.0.1,0x100000000", "10.0.0.1,tag", "10.0.0.0/8,0x5"] {
+        for bad in ["10.0.0.1", "10.0.0.1,", "10.0.0.1,0x", "10.0.0.1,0x100000000", "10.0.0.1,tag", "10.0.0.0/8,0x5", "10.0.0.1,+5", "10.0.0.1,0x+5", "10.0.0.1,-1", "10.0.0.1,1f"] {
             refused(state, "\"\(bad)\" is not a valid ipv4 element of hash:ip,mark set other") {
                 try $0.createSet("other", type: .hashIPMark, family: .v4, entries: [bad])
             }
