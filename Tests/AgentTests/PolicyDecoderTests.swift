@@ -20,7 +20,10 @@ struct PolicyDecoderTests {
 
     static func random(_ rng: inout SeededGenerator) -> Policy {
         let low = UInt16.random(in: 1...9000, using: &rng)
-        return Policy(sourceID: "s\(Int.random(in: 0..<50, using: &rng))", sourceTag: UInt32.random(in: 1...0xffff, using: &rng),
+        // Some ids hold brackets: a "]" inside a string must never be taken for the array's end.
+        let odd = ["]}", "}]}", "[{", "a]", "]"]
+        let source = Int.random(in: 0..<60, using: &rng)
+        return Policy(sourceID: source < 50 ? "s\(source)" : odd[source % odd.count], sourceTag: UInt32.random(in: 1...0xffff, using: &rng),
                       destinationID: "d\(Int.random(in: 0..<50, using: &rng))", destinationTag: UInt32.random(in: 1...0xffff, using: &rng),
                       proto: Bool.random(using: &rng) ? .tcp : .udp, ports: low...low + UInt16.random(in: 0...10, using: &rng))
     }
