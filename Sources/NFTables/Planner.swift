@@ -85,9 +85,9 @@ enum Planner {
                 let gone: [(first: [UInt8], last: [UInt8])], new: [(first: [UInt8], last: [UInt8])]
                 if let spec = have.spec, !want.shape.interval {
                     // A hash set known from docknfv's last change: only the elements that differ.
-                    let haveEntries = Set(spec.entries), wantEntries = Set(want.spec.entries)
-                    gone = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: spec.entries.filter { !wantEntries.contains($0) }))
-                    new = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: want.spec.entries.filter { !haveEntries.contains($0) }))
+                    let (goneEntries, newEntries) = elementChanges(have: spec.entries, want: want.spec.entries)
+                    gone = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: goneEntries))
+                    new = SetShape.ranges(SetSpec(type: spec.type, family: spec.family, entries: newEntries))
                 } else {
                     let haveRanges = have.ranges, wantRanges = want.ranges
                     let haveKeys = Set(haveRanges.map { RangeKey($0) }), wantKeys = Set(wantRanges.map { RangeKey($0) })
@@ -126,6 +126,23 @@ enum Planner {
         }
         // Rules in chains that go away are deleted with their chain.
         return head + sets + replaced + chains + deletions + additions + tail
+    }
+
+    /// A hash set's elements to delete and to add. The common head and tail of the two lists are
+    /// skipped by comparison; a few elements between them are looked up directly, and only a
+    /// larger difference builds hash sets of both lists.
+    static func elementChanges(have: [SetEntry], want: [SetEntry]) -> (gone: [SetEntry], new: [SetEntry]) {
+        var head = 0
+        while head < have.count, head < want.count, have[head] == want[head] { head += 1 }
+        var tail = 0
+        while tail < have.count - head, tail < want.count - head, have[have.count - 1 - tail] == want[want.count - 1 - tail] { tail += 1 }
+        let haveMiddle = have[head..<(have.count - tail)], wantMiddle = want[head..<(want.count - tail)]
+        if haveMiddle.count + wantMiddle.count <= 8 {
+            // An element may have moved rather than changed: look for it in the whole other list.
+            return (haveMiddle.filter { !want.contains($0) }, wantMiddle.filter { !have.contains($0) })
+        }
+        let haveEntries = Set(have), wantEntries = Set(want)
+        return (have.filter { !wantEntries.contains($0) }, want.filter { !haveEntries.contains($0) })
     }
 
     /// The kernel rules to delete (handles) and the desired rules to add (with where), keeping the

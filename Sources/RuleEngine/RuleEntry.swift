@@ -8,6 +8,9 @@ public final class RuleEntry: @unchecked Sendable { // the cache is filled once,
     public let trusted: Bool
     private var cached: Rule?
     private var cachedFingerprint: UInt64?
+    /// The (table, chain, hooks) context the rule was last found valid in: an entry carried over
+    /// from the last change is not checked again in the same place.
+    var validatedContext: ValidationContext?
 
     public init(_ rule: Rule) {
         text = RuleRenderer.render(rule)
@@ -45,4 +48,11 @@ public final class RuleEntry: @unchecked Sendable { // the cache is filled once,
         cachedFingerprint = hash
         return hash
     }
+}
+
+/// Where a rule was checked: its table, chain and the hooks that reach that chain.
+struct ValidationContext: Equatable {
+    var table: NetfilterTable
+    var chain: String
+    var hooks: Set<NetfilterHook>?
 }

@@ -149,9 +149,14 @@ public struct Ruleset: Sendable, Equatable {
                             throw EngineError(.invalidInput, "rule \"\(entry.text)\": set \(match.name) holds \(spec.family) elements, the rule is \(rule.family)")
                         }
                     }
+                    // The context check is what costs; an entry already checked in this very place
+                    // (carried over from the last change) is not checked again.
+                    let context = ValidationContext(table: table.table, chain: chain, hooks: hooks[chain])
+                    if entry.validatedContext == context { continue }
                     do { try RuleContext.validate(rule, table: table.table, chain: chain, builtinHooks: hooks[chain]) } catch {
                         throw EngineError(.invalidInput, "rule \"\(entry.text)\" in \(chain): \(error)", cause: error)
                     }
+                    entry.validatedContext = context
                 }
             }
         }

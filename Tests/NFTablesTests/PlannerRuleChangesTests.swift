@@ -70,3 +70,41 @@ struct PlannerRuleChangesTests {
         #expect(kernel.rules.map(\.fingerprint) == want)
     }
 }
+
+@Suite("nftables planner: set element changes; validation carried over")
+struct PlannerElementChangesTests {
+    static func entries(_ texts: [String]) -> [SetEntry] { texts.map { SetEntry($0, type: .hashIP)! } }
+
+    @Test(arguments: [(["10.0.0.1", "10.0.0.2", "10.0.0.3"], ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"], [], ["10.0.0.4"]),
+                      (["10.0.0.1", "10.0.0.2", "10.0.0.3"], ["10.0.0.1", "10.0.0.3"], ["10.0.0.2"], []),
+                      (["10.0.0.1", "10.0.0.2", "10.0.0.3"], ["10.0.0.3", "10.0.0.1", "10.0.0.2"], [], []),
+                      (["10.0.0.1", "10.0.0.2"], ["10.0.0.9", "10.0.0.2"], ["10.0.0.1"], ["10.0.0.9"])])
+    func smallChanges(have: [String], want: [String], gone: [String], new: [String]) {
+        let result = Planner.elementChanges(have: Self.entries(have), want: Self.entries(want))
+        #expect(result.gone == Self.entries(gone) && result.new == Self.entries(new), "an element that moved is neither deleted nor added")
+    }
+
+    @Test func largeChangesAgreeWithSetDifferences() {
+        var rng = SeededGenerator(seed: 11)
+        for _ in 0..<200 {
+            let have = (0..<Int.random(in: 0...40, using: &rng)).map { _ in "10.0.0.\(Int.random(in: 1...60, using: &rng))" }
+            var want = have
+            for _ in 0..<Int.random(in: 0...12, using: &rng) {
+                if Bool.random(using: &rng), !want.isEmpty { want.remove(at: Int.random(in: 0..<want.count, using: &rng)) } else {
+                    want.insert("10.0.0.\(Int.random(in: 1...60, using: &rng))", at: Int.random(in: 0...want.count, using: &rng))
+                }
+            }
+            let (gone, new) = Planner.elementChanges(have: Self.entries(have), want: Self.entries(want))
+            #expect(Set(gone) == Set(Self.entries(have)).subtracting(Self.entries(want)))
+            #expect(Set(new) == Set(Self.entries(want)).subtracting(Self.entries(have)))
+        }
+    }
+
+    /// An entry checked in one chain is checked again when it moves to another.
+    @Test func aCarriedOverEntryIsCheckedAgainInAnotherChain() throws {
+        let entry = RuleEntry(try RuleParser(family: .v4).parse("-o eth0 -j ACCEPT")[0])
+        try Ruleset(tables: [TableRules(family: .v4, table: .filter, entries: ["FORWARD": [entry]])]).validate()
+        #expect(throws: EngineError.self) { try Ruleset(tables: [TableRules(family: .v4, table: .filter, entries: ["INPUT": [entry]])]).validate() }
+        try Ruleset(tables: [TableRules(family: .v4, table: .filter, entries: ["FORWARD": [entry]])]).validate()
+    }
+}
