@@ -21,9 +21,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  # Diagnostics only: a grep that finds no crash must not end fail() early (errexit).
+source "$(dirname "$0")/../lib/e2e.sh"
+diagnostics() {
   for f in agent.log server.log; do
     [ -f "$work/$f" ] || continue
     echo "--- $f" >&2
@@ -31,13 +30,6 @@ fail() {
     tail -n 8 "$work/$f" >&2
   done
   ip netns exec "$HOST" nft list ruleset >&2 2>/dev/null || true
-  exit 1
-}
-pass() { echo "PASS: $*"; }
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND…
-  local limit=$1 what=$2; shift 2
-  for _ in $(seq $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  fail "timed out after ${limit}s waiting for $what"
 }
 
 for ns in "$HOST" "$A" "$B"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done

@@ -24,18 +24,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-fail() {
-  echo "FAIL: $*" >&2
+source "$(dirname "$0")/../lib/e2e.sh"
+diagnostics() {
   for f in dhclient.log openvpn-server.log client1.log client2.log dnsmasq.log; do
     [ -f "$work/$f" ] && { echo "--- $f" >&2; tail -n 25 "$work/$f" >&2; }
   done
-  exit 1
-}
-pass() { echo "PASS: $*"; }
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND…
-  local limit=$1 what=$2; shift 2
-  for _ in $(seq $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  fail "timed out after ${limit}s waiting for $what"
 }
 
 # --- topology

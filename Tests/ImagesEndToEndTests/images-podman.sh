@@ -33,19 +33,12 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
+source "$(dirname "$0")/../lib/e2e.sh"
+diagnostics() {
   for c in dockwall dockvpn; do
     podman_ logs "$c" >/dev/null 2>&1 && { echo "--- podman logs $c" >&2; podman_ logs "$c" 2>&1 | tail -n 30 >&2; }
   done
   for f in "$work"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 20 "$f" >&2; }; done
-  exit 1
-}
-pass() { echo "PASS: $*"; }
-wait_for() { # wait_for SECONDS DESCRIPTION COMMAND…
-  local limit=$1 what=$2; shift 2
-  for _ in $(seq $((limit * 10))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.1; done
-  fail "timed out after ${limit}s waiting for $what"
 }
 in_() { local ns=$1; shift; ip netns exec "$ns" "$@"; }
 newns() { ip netns add "$1"; nses+=("$1"); ip -n "$1" link set lo up; }
