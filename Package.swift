@@ -4,6 +4,10 @@ import PackageDescription
 // docknfv: dual-homed VNF containers and container network policy on Linux.
 // C libraries are reached through system-library targets (Debian -dev packages via
 // pkg-config) and one small C shim for what Swift cannot import.
+/// Executables that run as short processes (a command, a CNI call): linked at a fixed address in
+/// release builds, so the loader has no relocations of their own to apply at every start.
+let shortProcess: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-no-pie"], .when(configuration: .release))]
+
 let package = Package(
     name: "docknfv",
     platforms: [.macOS(.v13)],
@@ -79,9 +83,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // No argument parser and no Foundation: every invocation is a short process (start-up counts).
-        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"]),
+        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"], linkerSettings: shortProcess),
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
-        .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"]),
+        .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"], linkerSettings: shortProcess),
         .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
         .executableTarget(name: "docknfv-bench", dependencies: ["Policy", "DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables"]),
 

@@ -91,6 +91,41 @@ public struct NFTablesBackend: RuleBackend {
         }
     }
 
+    public func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark?) throws -> ApplyReport? {
+        guard let mark, !rules.isEmpty else { return nil }
+        guard let session else { return try append(rules, owner: owner, sets: sets, mark: mark, netlink: try NFNetlink()) }
+        return try session.using { netlink in try append(rules, owner: owner, sets: sets, mark: mark, netlink: netlink) }
+    }
+
+    /// One batch of rule additions at the chains' ends (no handle needed), sent only if the
+    /// generation is still the one the mark recorded; a lost race returns nil.
+    func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark, netlink: NFNetlink) throws -> ApplyReport? {
+        let namespace = Self.namespaceInode()
+        let generation = try netlink.generation()
+        guard mark == KernelMark(namespace: namespace, generation: generation) else { return nil }
+        let batch = Batch(sequence: netlink.nextSequence())
+        var builder = BatchBuilder(batch: batch, table: Layout.tableName(owner), sets: sets)
+        for family in [IPFamily.v4, .v6] {
+            let operations = rules.filter { $0.key.family == family }.map { rule in
+                Operation.addRule(chain: Layout.chainName(rule.key.table, rule.chain),
+                                  rule: DesiredTable.DesiredRule(fingerprint: Fingerprint.of(rule.entry), entry: rule.entry, table: rule.key.table, index: 0),
+                                  position: .end)
+            }
+            try builder.add(operations, family: family)
+        }
+        for _ in 0..<batch.count { _ = netlink.nextSequence() }
+        beforeCommit?(0)
+        if let failure = try netlink.commit(batch, generation: generation) {
+            if failure.code == ERESTART { return nil }
+            throw Self.error(failure, batch: batch)
+        }
+        var report = ApplyReport()
+        report.kernelRead = false
+        report.committed = Set(rules.map(\.key)).sorted()
+        report.kernelMark = (try? netlink.generation()).map { KernelMark(namespace: namespace, generation: $0) }
+        return report
+    }
+
     /// The inode of the current thread's network namespace (its identity while it exists).
     static func namespaceInode() -> UInt64 {
         var info = stat()

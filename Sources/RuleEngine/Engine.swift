@@ -151,4 +151,21 @@ public protocol RuleBackend {
     func remove(_ previous: Ruleset) throws -> Bool
     /// Whether this netns holds any rules of this backend's kind (docknfv's or anyone's).
     func namespaceHoldsRules() -> Bool
+    /// Appends rules at the end of chains that already hold rules of `owner`, without reading or
+    /// re-planning the rest — only when the kernel is known to be exactly where `mark` says
+    /// docknfv left it. nil: not done (the caller applies the whole ruleset instead). The rules
+    /// must have passed `validate` in a ruleset with the same chains and sets.
+    func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark?) throws -> ApplyReport?
+}
+
+extension RuleBackend {
+    public func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark?) throws -> ApplyReport? { nil }
+}
+
+/// A rule to append at the end of a chain (`RuleBackend.append`).
+public struct AppendedRule: Sendable {
+    public var key: TableKey
+    public var chain: String
+    public var entry: RuleEntry
+    public init(key: TableKey, chain: String, entry: RuleEntry) { self.key = key; self.chain = chain; self.entry = entry }
 }

@@ -41,12 +41,89 @@ public struct StateStore: Sendable {
         return try body()
     }
 
+    /// The journal of rules appended since the state file was written (see `Journal`).
+    var journalPath: String { directory + "/rules.journal" }
+    /// Past this size an append rewrites the state file instead (and starts a new journal).
+    static let journalLimit = 1 << 20
+
+    /// The desired state: the state file and the rules its journal appended since.
     public func load() throws -> DesiredState {
         do { try StateDirectory.checkReadable(directory) } catch { throw EngineError(.io, error.description, cause: error) }
-        let bytes: [UInt8]?
-        do { bytes = try AtomicFile.read(path) } catch { throw EngineError(.io, "cannot read \(path): \(error)", cause: error) }
-        guard let bytes else { return DesiredState() }
-        return try Self.decode(bytes, path: path)
+        // A writer may replace the state file between the two reads (it holds the lock; a reader
+        // need not): read again until the journal was read against the file it extends.
+        var attempt = 0
+        while true {
+            var info = stat()
+            let bytes: [UInt8]?
+            do { bytes = try AtomicFile.read(path, status: &info) } catch { throw EngineError(.io, "cannot read \(path): \(error)", cause: error) }
+            guard let bytes else { return DesiredState() }
+            var state = try Self.decode(bytes, path: path)
+            let read = Journal.SnapshotIdentity(info)
+            let journalBytes: [UInt8]?
+            do { journalBytes = try AtomicFile.read(journalPath) } catch { throw EngineError(.io, "cannot read \(journalPath): \(error)", cause: error) }
+            guard let journalBytes else { return state }
+            let journal: Journal
+            do { journal = try Journal.parse(journalBytes, wholeRecords: true) } catch {
+                throw EngineError(.invalidState, "journal \(journalPath) is corrupt: \(error). It was left as it is; fix or move it away, then run again")
+            }
+            if journal.snapshot == read {
+                try replay(journal, into: &state)
+                return state
+            }
+            // A journal of an earlier state file (its rules are in this one), unless the file
+            // was replaced while being read.
+            attempt += 1
+            if Journal.SnapshotIdentity.of(path) == read || attempt >= 5 { return state }
+        }
+    }
+
+    /// Adds the journal's rules to the state read from the file it extends.
+    func replay(_ journal: Journal, into state: inout DesiredState) throws {
+        func corrupt(_ detail: String) -> EngineError {
+            EngineError(.invalidState, "journal \(journalPath) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
+        }
+        guard !journal.records.isEmpty else { return }
+        var ids = Set(state.rules.map(\.id))
+        for record in journal.records {
+            for rule in record.added {
+                guard Self.isValidID(rule.id), ids.insert(rule.id).inserted else { throw corrupt("rule id \(DisplayText.quoted(rule.id)) is invalid or given twice") }
+                guard state.chainExists(rule.chain, rule.key) else { throw corrupt("rule \(rule.id): no chain \(DisplayText.quoted(rule.chain)) in \(rule.key)") }
+                guard !rule.text.isEmpty, !rule.text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else {
+                    throw corrupt("rule \(DisplayText.quoted(rule.id)): empty or with control characters")
+                }
+                state.rules.append(rule)
+            }
+        }
+        let summary = journal.summary
+        state.backend = summary.backend
+        state.kernelMark = summary.kernelMark
+        state.nextID = max(state.nextID, summary.nextID)
+    }
+
+    /// The journal an append can extend: nil when there is none, when it belongs to an earlier
+    /// state file, ends in an unfinished line or has grown past `journalLimit` (the caller then
+    /// loads and saves the whole state, which also reports a corrupt journal).
+    func journalForAppend() -> Journal? {
+        guard let bytes = try? AtomicFile.read(journalPath), bytes.count < Self.journalLimit,
+              let journal = try? Journal.parse(bytes, wholeRecords: false), !journal.torn,
+              Journal.SnapshotIdentity.of(path) == journal.snapshot,
+              journal.records.allSatisfy({ $0.added.allSatisfy { Self.isValidID($0.id) } }) else { return nil }
+        return journal
+    }
+
+    /// Starts a journal for the state file as it is now (after a save).
+    func startJournal(_ state: DesiredState) throws {
+        guard let identity = Journal.SnapshotIdentity.of(path) else { return }
+        do { try AtomicFile.write(journalPath, contents: Journal.headerLine(identity, Journal.Summary(state)), mode: 0o600) } catch {
+            throw EngineError(.io, "cannot write \(journalPath): \(error)", cause: error)
+        }
+    }
+
+    /// Records rules appended (and the summary after them).
+    func appendToJournal(_ added: [StoredRule], _ summary: Journal.Summary) throws {
+        do { try Journal.append(Journal.recordLine(added, summary), to: journalPath) } catch {
+            throw EngineError(.io, "cannot write \(journalPath): \(error)", cause: error)
+        }
     }
 
     /// Refuses a state docknfv could not read back (a bad name would lock every later command
@@ -75,6 +152,8 @@ public struct StateStore: Sendable {
         do {
             try StateDirectory.prepare(directory)
             try AtomicFile.write(path, contents: bytes, mode: 0o600)
+            // The journal's rules are in the file now (and it names the file replaced anyway).
+            _ = unlink(journalPath)
         } catch let error as StateDirectory.Error {
             throw EngineError(.io, "cannot write \(path): \(error)", cause: error)
         } catch let error as AtomicFile.Error {

@@ -21,25 +21,36 @@ public enum AtomicFile {
 
     /// The file's bytes, or nil when it does not exist.
     public static func read(_ path: String) throws -> [UInt8]? {
+        var info = stat()
+        return try read(path, status: &info)
+    }
+
+    /// The file's bytes, or nil when it does not exist; `status` is the opened file's (which file
+    /// was read, when another process may rename a new one into place meanwhile).
+    public static func read(_ path: String, status info: inout stat) throws -> [UInt8]? {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
         if fd < 0 {
             if errno == ENOENT { return nil }
             throw Error.io(path: path, call: "open", errno: errno)
         }
         defer { close(fd) }
-        var out: [UInt8] = []
-        var info = stat()
-        if fstat(fd, &info) == 0, info.st_size > 0 { out.reserveCapacity(Int(info.st_size)) }
-        var buffer = [UInt8](repeating: 0, count: 1 << 18)
+        guard fstat(fd, &info) == 0 else { throw Error.io(path: path, call: "fstat", errno: errno) }
+        // Read straight into an array sized from fstat (a file that grows meanwhile is read on in
+        // larger steps; /proc files report size 0).
+        var out = [UInt8](repeating: 0, count: max(Int(info.st_size) + 1, 4096))
+        var filled = 0
         while true {
-            let count = Glibc.read(fd, &buffer, buffer.count)
+            if filled == out.count { out.append(contentsOf: repeatElement(0, count: out.count)) }
+            let count = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
             if count < 0 {
                 if errno == EINTR { continue }
                 throw Error.io(path: path, call: "read", errno: errno)
             }
-            if count == 0 { return out }
-            out.append(contentsOf: buffer[..<count])
+            if count == 0 { break }
+            filled += count
         }
+        out.removeLast(out.count - filled)
+        return out
     }
 
     public static func readString(_ path: String) throws -> String? {

@@ -156,10 +156,16 @@ func addRules(_ context: Context, table: NetfilterTable, chain: String, family: 
     let rules = try parseRule(words, family: family)
     var added: [StoredRule] = []
     let manager = try context.manager()
-    let (state, report) = try context.run {
-        try manager.mutate { added = try $0.addRules(rules, table: table, chain: chain, position: position) }
+    let (backend, report): (BackendKind?, ApplyReport) = try context.run {
+        if position == nil {
+            let result = try manager.append(rules, table: table, chain: chain)
+            added = result.added
+            return (result.backend, result.report)
+        }
+        let (state, report) = try manager.mutate { added = try $0.addRules(rules, table: table, chain: chain, position: position) }
+        return (state.backend, report)
     }
-    var json = Output.Report(report, dryRun: context.dryRun, backend: state.backend)
+    var json = Output.Report(report, dryRun: context.dryRun, backend: backend)
     json.rules = added.map(Output.RuleInfo.init)
     context.emit(added.map { "\($0.id)\t\($0.text)" }.joined(separator: "\n"), json)
 }
