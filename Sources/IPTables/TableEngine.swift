@@ -83,6 +83,34 @@ public struct TableEngine {
         }
     }
 
+    /// Appends rules to the end of the owner's chains for built-in chains, in one commit — only
+    /// if each chain holds exactly `index` rules before its rule and the built-in chain's jump
+    /// into it is in place. Returns false (nothing committed) when the kernel differs.
+    public func append(_ rules: [(chain: String, rule: Rule, index: Int)], family: IPFamily, table: NetfilterTable) throws -> Bool {
+        let built = try rules.map { try builder.build($0.rule, chainName: chains.kernelName) }
+        return try modifyTable(family, table) { handle in
+            let jumps = Dictionary(uniqueKeysWithValues: try jumpPositions(family, handle, table: table))
+            var lengths: [String: Int] = [:]
+            for rule in rules {
+                let kernelChain = chains.kernelName(rule.chain)
+                guard table.builtinChains.contains(rule.chain), let positions = jumps[rule.chain], chains.jumpInPlace(positions),
+                      dnfv_tc_is_chain(family.addressFamily, kernelChain, handle) != 0 else { return false }
+                let length = lengths[kernelChain] ?? ruleCount(family, kernelChain, handle)
+                guard length == rule.index else { return false }
+                lengths[kernelChain] = length + 1
+            }
+            for (rule, entry) in zip(rules, built) {
+                let kernelChain = chains.kernelName(rule.chain)
+                try entry.bytes.withUnsafeBytes { raw in
+                    try call("iptc_append_entry", "\(kernelChain): \(RuleRenderer.render(rule.rule))", family) {
+                        dnfv_tc_append(family.addressFamily, kernelChain, raw.baseAddress, handle)
+                    }
+                }
+            }
+            return true
+        }
+    }
+
     /// Builds every rule without touching the kernel: the errors `apply` would raise for bad rules.
     public func validate(_ desired: TableRules) throws -> Int {
         try buildAll(desired).values.reduce(0) { $0 + $1.count }
@@ -214,6 +242,16 @@ public struct TableEngine {
             rule = dnfv_tc_next_rule(family.addressFamily, entry, handle)
         }
         return out
+    }
+
+    func ruleCount(_ family: IPFamily, _ chain: String, _ handle: UnsafeMutableRawPointer) -> Int {
+        var count = 0
+        var rule = dnfv_tc_first_rule(family.addressFamily, chain, handle)
+        while let entry = rule {
+            count += 1
+            rule = dnfv_tc_next_rule(family.addressFamily, entry, handle)
+        }
+        return count
     }
 
     func policy(_ family: IPFamily, _ chain: String, _ handle: UnsafeMutableRawPointer) -> String? {

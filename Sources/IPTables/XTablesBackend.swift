@@ -94,6 +94,19 @@ public struct XTablesBackend: RuleBackend {
         return report
     }
 
+    /// Appends rules of one table at the end of the owner's chains, when each chain holds exactly
+    /// the rules docknfv left there (counted) behind the owner's jump. x_tables has no generation
+    /// to compare, so that count is the check; anything else (several tables, a chain that
+    /// differs) returns nil and the caller applies the whole ruleset.
+    public func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark?) throws -> ApplyReport? {
+        guard let key = rules.first?.key, rules.allSatisfy({ $0.key == key }) else { return nil }
+        let parsed = try rules.map { (chain: $0.chain, rule: try $0.entry.rule(), index: $0.index) }
+        guard try wrap({ try engine(for: owner).append(parsed, family: key.family, table: key.table) }) else { return nil }
+        var report = ApplyReport()
+        report.committed = [key]
+        return report
+    }
+
     public func check(_ desired: Ruleset) throws -> [(TableKey, TableDrift)] {
         try validate(desired)
         let engine = engine(for: desired.owner)

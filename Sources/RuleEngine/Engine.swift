@@ -167,5 +167,8 @@ public struct AppendedRule: Sendable {
     public var key: TableKey
     public var chain: String
     public var entry: RuleEntry
-    public init(key: TableKey, chain: String, entry: RuleEntry) { self.key = key; self.chain = chain; self.entry = entry }
+    /// Its 0-based position once appended: how many of the owner's rules the chain holds before
+    /// it (a backend without a kernel mark checks the kernel's chain against it).
+    public var index: Int
+    public init(key: TableKey, chain: String, entry: RuleEntry, index: Int) { self.key = key; self.chain = chain; self.entry = entry; self.index = index }
 }

@@ -100,11 +100,15 @@ public struct RuleManager {
         var check = DesiredState()
         check.rules = added
         try store.checkSavable(check)
-        guard let report = try backend.append(added.map { AppendedRule(key: $0.key, chain: chain, entry: $0.entry) },
-                                              owner: .cli, sets: sets, mark: summary.kernelMark) else { return nil }
+        var appended: [AppendedRule] = []
+        for rule in added {
+            let ref = DesiredState.ChainRef(rule.key, chain)
+            appended.append(AppendedRule(key: rule.key, chain: chain, entry: rule.entry, index: summary.counts[ref, default: 0]))
+            summary.counts[ref, default: 0] += 1
+        }
+        guard let report = try backend.append(appended, owner: .cli, sets: sets, mark: summary.kernelMark) else { return nil }
         summary.nextID = ids.nextID
         summary.kernelMark = report.kernelMark
-        for rule in added { summary.counts[DesiredState.ChainRef(rule.key, chain), default: 0] += 1 }
         do { try store.appendToJournal(added, summary) } catch {
             // Keep kernel and state in agreement: put the kernel back to the stored state.
             if let state = try? store.load() {
