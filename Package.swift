@@ -83,7 +83,7 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // No argument parser and no Foundation: every invocation is a short process (start-up counts).
-        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles"], linkerSettings: shortProcess),
+        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles", "NetlinkRelease"], linkerSettings: shortProcess),
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
         .executableTarget(name: "docknfv", dependencies: ["CNIPlugin"], linkerSettings: shortProcess),
         .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
@@ -105,7 +105,7 @@ let package = Package(
         .testTarget(name: "NFTablesTests", dependencies: ["NFTables", "RuleEngine", "NetNS", "TestSupport"]),
         .testTarget(name: "IPTablesTests", dependencies: ["IPTables", "RuleEngine", "IPSet", "NetNS", "TestSupport"]),
         .testTarget(name: "DocknfvctlTests", dependencies: ["TestSupport", "docknfvctl", "docknfv-init"]),
-        .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
+        .testTarget(name: "CNITests", dependencies: ["CNI", "Conntrack", "NetlinkRelease", "NetNS", "NetTypes", "CNIPlugin", "PortMap", "ASG", "RuleEngine", "StateFiles", "TestSupport", "docknfv"]),
         // podman, libcni (a Go driver built by the tests) and the reference plugins around the real docknfv binary.
         .testTarget(name: "CNIEndToEndTests", dependencies: ["TestSupport", "docknfv"], exclude: ["cnidriver.go"]),
         .testTarget(name: "AgentTests", dependencies: ["Policy", "RuleEngine", "NFTables", "NetNS", "TestSupport", "docknfv", "docknfv-agent"],

@@ -21,6 +21,10 @@ public struct Plugin {
     public var selector = BackendSelector()
     /// How long a run waits for another run's lock before answering "try again later".
     public var lockTimeout: Double = 10
+    /// The process exits after this run: netfilter sockets are closed in a detached process
+    /// (`NetlinkRelease.together(handingOff:)`), so the runtime does not wait for nf_tables to
+    /// free what a DEL removed. Off for in-process callers (tests, the agent).
+    public var handOffSockets = false
 
     public init(environment: [String: String]) { self.environment = environment }
 
@@ -37,7 +41,7 @@ public struct Plugin {
             }
             if let text = json["cniVersion"]?.string, CNIVersion(text) != nil { version = text }
             let config = try PluginConfig(json, command: request.command)
-            return try NetlinkRelease.together { () throws(CNIError) -> (output: [UInt8], status: Int32) in
+            return try NetlinkRelease.together(handingOff: handOffSockets) { () throws(CNIError) -> (output: [UInt8], status: Int32) in
                 switch request.command {
                 case .add: return (try add(request, config).compact() + [0x0a], 0)
                 case .del: try del(request, config)

@@ -43,6 +43,8 @@ while let entry = cursor.pointee {
     cursor += 1
 }
 
-let (output, status) = Plugin(environment: environment).run(stdin: readStdin())
+var plugin = Plugin(environment: environment)
+plugin.handOffSockets = true // this process exits right after the run
+let (output, status) = plugin.run(stdin: readStdin())
 writeStdout(output)
 exit(status)

@@ -1,4 +1,5 @@
 import NetNS
+import NetlinkRelease
 import RuleEngine
 import RuleState
 import StateFiles
@@ -414,7 +415,9 @@ let overview = """
     }
     do {
         try Parser.check(command!, arguments)
-        try command!.run(arguments)
+        // The process ends after the command: a close that would wait for nf_tables to free
+        // what the command removed happens in a detached process instead (NetlinkRelease).
+        try NetlinkRelease.together(handingOff: true) { try command!.run(arguments) }
         return 0
     } catch let error as UsageError {
         Process.printError("docknfvctl: error: \(error.message)\nUsage: \(command!.usage)")
