@@ -83,12 +83,26 @@ public struct StateStore: Sendable {
             EngineError(.invalidState, "journal \(journalPath) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
         }
         guard !journal.records.isEmpty else { return }
-        var ids = Set(state.rules.map(\.id))
+        // Ids the journal hands out are above every number the file uses (its nextId is): only
+        // others are looked up among the file's.
+        let firstNew = state.nextID
+        var fileIDs: Set<String>?
+        var journalIDs = Set<String>()
+        var highest = 0
         for record in journal.records {
             for rule in record.added {
-                guard Self.isValidID(rule.id), ids.insert(rule.id).inserted else { throw corrupt("rule id \(DisplayText.quoted(rule.id)) is invalid or given twice") }
+                var fresh = false
+                if Self.isCanonicalID(rule.id), let number = Int(rule.id.dropFirst()), number >= firstNew {
+                    guard number <= Self.maxID else { throw corrupt("rule id \(rule.id) is out of range (at most r\(Self.maxID))") }
+                    fresh = true
+                    highest = max(highest, number)
+                }
+                if !fresh && fileIDs == nil { fileIDs = Set(state.rules.map(\.id)) }
+                guard Self.isValidID(rule.id), journalIDs.insert(rule.id).inserted, fresh || !fileIDs!.contains(rule.id) else {
+                    throw corrupt("rule id \(DisplayText.quoted(rule.id)) is invalid or given twice")
+                }
                 guard state.chainExists(rule.chain, rule.key) else { throw corrupt("rule \(rule.id): no chain \(DisplayText.quoted(rule.chain)) in \(rule.key)") }
-                guard !rule.text.isEmpty, !rule.text.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else {
+                guard !rule.text.isEmpty, !Self.hasControlCharacters(rule.text) else {
                     throw corrupt("rule \(DisplayText.quoted(rule.id)): empty or with control characters")
                 }
                 state.rules.append(rule)
@@ -97,7 +111,7 @@ public struct StateStore: Sendable {
         let summary = journal.summary
         state.backend = summary.backend
         state.kernelMark = summary.kernelMark
-        state.nextID = max(state.nextID, summary.nextID)
+        state.nextID = max(state.nextID, summary.nextID, highest + 1)
     }
 
     /// The journal an append can extend: nil when there is none, when it belongs to an earlier
@@ -202,6 +216,20 @@ public struct StateStore: Sendable {
     /// overflowing, and exact in any JSON reader's numbers).
     static let maxID = 1 << 53
 
+    /// Whether a text holds a control character (C0 or DEL), which no stored text may.
+    static func hasControlCharacters(_ text: String) -> Bool {
+        var text = text
+        return text.withUTF8 { bytes in bytes.contains { $0 < 0x20 || $0 == 0x7f } }
+    }
+
+    /// `rN` as docknfv writes it: N > 0, no sign, no leading zero (two such ids differ exactly
+    /// when their numbers do).
+    static func isCanonicalID(_ id: String) -> Bool {
+        let bytes = id.utf8
+        guard bytes.count >= 2, bytes.first == UInt8(ascii: "r"), bytes.dropFirst().first != UInt8(ascii: "0") else { return false }
+        return bytes.dropFirst().allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
+    }
+
     /// Rule ids: what docknfv hands out (`r12`) or a name of letters, digits, `-`, `_` and `.`
     /// (at most 64), so `rule list`'s tab-separated lines and `rule del --id` can carry them.
     static func isValidID(_ id: String) -> Bool {
@@ -210,12 +238,64 @@ public struct StateStore: Sendable {
 
     /// Reads a state file. Structure, names and ids are checked here; rule texts are parsed when
     /// used (and then a bad one is reported as a corrupt state).
+    ///
+    /// The rules — nearly all of a large file — are read straight from the bytes, without a JSON
+    /// tree; the rest of the file goes through `decode(file:)`. Anything the direct reading does
+    /// not expect (a value of another type, a repeated key, bad JSON) reads the whole file as a
+    /// tree instead, so every message is the one that reading gives.
     static func decode(_ bytes: [UInt8], path: String) throws -> DesiredState {
+        guard let (rest, rules) = try? scanRules(bytes) else { return try decode(file: parseTree(bytes, path: path), path: path, rules: nil) }
+        return try decode(file: rest, path: path, rules: rules)
+    }
+
+    /// One rule as the file holds it, not yet checked.
+    struct RawRule { var id: String, family: String, table: String, chain: String, text: String }
+
+    /// The top-level members other than `rules`, and the rules' fields. Throws when the file is
+    /// not as docknfv writes it (the caller then reads it as a tree).
+    static func scanRules(_ bytes: [UInt8]) throws -> (JSON, [RawRule]) {
+        struct Unexpected: Error {}
+        var scanner = JSON.Scanner(bytes)
+        guard scanner.enterObject() else { throw Unexpected() }
+        var members: [(String, JSON)] = []
+        var rules: [RawRule]?
+        let fields: [[UInt8]] = ["chain", "family", "id", "rule", "table"].map { Array($0.utf8) }
+        while let key = try scanner.nextKey() {
+            guard !members.contains(where: { $0.0 == key }) else { throw Unexpected() }
+            guard key == "rules" else { members.append((key, try scanner.value())); continue }
+            guard scanner.enterArray() else { throw Unexpected() }
+            var list: [RawRule] = []
+            while try scanner.nextItem() {
+                guard scanner.enterObject() else { throw Unexpected() }
+                var values: [String?] = [nil, nil, nil, nil, nil]
+                while let index = try scanner.nextKey(in: fields) {
+                    guard index < fields.count else { try scanner.skipValue(); continue }
+                    guard values[index] == nil, let text = try scanner.string() else { throw Unexpected() }
+                    values[index] = text
+                }
+                guard let chain = values[0], let family = values[1], let id = values[2], let text = values[3], let table = values[4] else { throw Unexpected() }
+                list.append(RawRule(id: id, family: family, table: table, chain: chain, text: text))
+            }
+            rules = list
+            members.append((key, .array([])))
+        }
+        try scanner.end()
+        guard let rules else { throw Unexpected() }
+        return (.object(members), rules)
+    }
+
+    static func parseTree(_ bytes: [UInt8], path: String) throws -> JSON {
+        do { return try JSON.parse(bytes) } catch {
+            throw EngineError(.invalidState, "state file \(path) is corrupt: not a docknfv state file: not valid JSON (\(error)). It was left as it is; fix or move it away, then run again")
+        }
+    }
+
+    /// The state from a file's tree; `rules`, when given, are the file's rules read directly
+    /// (and its tree's `rules` is empty).
+    static func decode(file: JSON, path: String, rules scanned: [RawRule]?) throws -> DesiredState {
         func corrupt(_ detail: String) -> EngineError {
             EngineError(.invalidState, "state file \(path) is corrupt: \(detail). It was left as it is; fix or move it away, then run again")
         }
-        let file: JSON
-        do { file = try JSON.parse(bytes) } catch { throw corrupt("not a docknfv state file: not valid JSON (\(error))") }
         // What is wrong with the structure is said in the file's terms: `rules[0].id is not a string`.
         func structure(_ detail: String) -> EngineError { corrupt("not a docknfv state file: \(detail)") }
         // Paths are formatted only for a message (a file of thousands of rules is read on every run).
@@ -296,21 +376,56 @@ public struct StateStore: Sendable {
             }
             state.sets[name] = SetSpec(type: type, family: family, entries: entries)
         }
-        var ids = Set<String>()
+        var otherIDs = Set<String>(), hashed = false
         var highest = 0
-        for (item, path) in try objects("rules") {
-            let id = try text(item, "id", path.description)
+        // The last (family, table, chain) checked: consecutive rules mostly share it.
+        var lastPlace: (family: String, table: String, chain: String, key: TableKey)?
+        func add(_ id: String, family: () throws -> String, table: () throws -> String, chain: () throws -> String, text: () throws -> String,
+                 place: () throws -> TableKey) throws {
             guard Self.isValidID(id) else { throw corrupt("invalid rule id \(DisplayText.quoted(id))") }
-            let key = try key(item, path, "rule \(id)")
-            guard ids.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
-            if id.hasPrefix("r"), let number = Int(id.dropFirst()) {
-                guard number <= Self.maxID else { throw corrupt("rule id \(id) is out of range (at most r\(Self.maxID))") }
-                highest = max(highest, number)
+            let key: TableKey, chainText: String
+            let familyText = try family(), tableText = try table()
+            if let last = lastPlace, last.family == familyText, last.table == tableText {
+                key = last.key
+            } else {
+                key = try place()
             }
-            let rule = try text(item, "rule", path.description)
-            guard !rule.isEmpty, !rule.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
-            state.rules.append(StoredRule(id: id, table: key.table, chain: try chainName(try text(item, "chain", path.description), key),
-                                          entry: RuleEntry(text: rule, family: key.family, trusted: true)))
+            // Ids docknfv hands out (`rN`, N counting up) are unique when each is above the last;
+            // only the others are hashed.
+            let number = id.utf8.first == UInt8(ascii: "r") ? Int(id.dropFirst()) : nil
+            if let number, number > highest, Self.isCanonicalID(id) {
+                guard number <= Self.maxID else { throw corrupt("rule id \(id) is out of range (at most r\(Self.maxID))") }
+                highest = number
+                if hashed { otherIDs.insert(id) }
+            } else {
+                if !hashed { otherIDs = Set(state.rules.map(\.id)); hashed = true }
+                guard otherIDs.insert(id).inserted else { throw corrupt("duplicate rule id \(DisplayText.clipped(id))") }
+                if let number {
+                    guard number <= Self.maxID else { throw corrupt("rule id \(id) is out of range (at most r\(Self.maxID))") }
+                    highest = max(highest, number)
+                }
+            }
+            let rule = try text()
+            guard !rule.isEmpty, !Self.hasControlCharacters(rule) else { throw corrupt("rule \(DisplayText.quoted(id)): empty or with control characters") }
+            let name = try chain()
+            if let last = lastPlace, last.key == key, last.chain == name { chainText = last.chain } else { chainText = try chainName(name, key) }
+            lastPlace = (familyText, tableText, chainText, key)
+            state.rules.append(StoredRule(id: id, table: key.table, chain: chainText, entry: RuleEntry(text: rule, family: key.family, trusted: true)))
+        }
+        if let scanned {
+            state.rules.reserveCapacity(scanned.count)
+            for (index, raw) in scanned.enumerated() {
+                try add(raw.id, family: { raw.family }, table: { raw.table }, chain: { raw.chain }, text: { raw.text }, place: {
+                    try key(.object([("family", .string(raw.family)), ("table", .string(raw.table))]), Path(list: "rules", index: index), "rule \(raw.id)")
+                })
+            }
+        } else {
+            for (item, path) in try objects("rules") {
+                let id = try text(item, "id", path.description)
+                try add(id, family: { try text(item, "family", path.description) },
+                        table: { try text(item, "table", path.description) }, chain: { try text(item, "chain", path.description) },
+                        text: { try text(item, "rule", path.description) }, place: { try key(item, path, "rule \(id)") })
+            }
         }
         // An id is never handed out twice, whatever nextId says.
         state.nextID = max(nextID, highest + 1)

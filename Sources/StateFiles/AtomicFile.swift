@@ -35,21 +35,28 @@ public enum AtomicFile {
         }
         defer { close(fd) }
         guard fstat(fd, &info) == 0 else { throw Error.io(path: path, call: "fstat", errno: errno) }
-        // Read straight into an array sized from fstat (a file that grows meanwhile is read on in
-        // larger steps; /proc files report size 0).
-        var out = [UInt8](repeating: 0, count: max(Int(info.st_size) + 1, 4096))
-        var filled = 0
-        while true {
-            if filled == out.count { out.append(contentsOf: repeatElement(0, count: out.count)) }
-            let count = out.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress! + filled, $0.count - filled) }
-            if count < 0 {
-                if errno == EINTR { continue }
-                throw Error.io(path: path, call: "read", errno: errno)
+        // Read straight into an array sized from fstat; a file that grew meanwhile (or a /proc
+        // file, which reports size 0) is read on in chunks.
+        let expected = Int(info.st_size)
+        var failure: Int32 = 0
+        func readAll(into buffer: UnsafeMutableBufferPointer<UInt8>) -> Int {
+            var filled = 0
+            while filled < buffer.count {
+                let count = Glibc.read(fd, buffer.baseAddress! + filled, buffer.count - filled)
+                if count < 0 { if errno == EINTR { continue }; failure = errno; break }
+                if count == 0 { break }
+                filled += count
             }
-            if count == 0 { break }
-            filled += count
+            return filled
         }
-        out.removeLast(out.count - filled)
+        var out = [UInt8](unsafeUninitializedCapacity: expected + 1) { buffer, count in count = readAll(into: buffer) }
+        while failure == 0, out.count >= expected + 1 {
+            let before = out.count
+            let chunk = [UInt8](unsafeUninitializedCapacity: 1 << 16) { buffer, count in count = readAll(into: buffer) }
+            out += chunk
+            if out.count - before < 1 << 16 { break }
+        }
+        if failure != 0 { throw Error.io(path: path, call: "read", errno: failure) }
         return out
     }
 

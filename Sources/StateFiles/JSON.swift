@@ -315,6 +315,12 @@ public enum JSON: Equatable, Sendable {
         /// The next value, whole (for small values).
         public mutating func value() throws(ParseError) -> JSON { try reader.value(depth: 1) }
 
+        /// The next value when it is a string (read); nil, with nothing read, when it is not.
+        public mutating func string() throws(ParseError) -> String? {
+            guard peek() == UInt8(ascii: "\"") else { return nil }
+            return try reader.string()
+        }
+
         public mutating func skipValue() throws(ParseError) { _ = try reader.value(depth: 1) }
 
         /// Only spaces may follow the document.

@@ -152,6 +152,18 @@ enum Process {
         _ = line.withUnsafeBytes { write(2, $0.baseAddress, $0.count) }
     }
 
+    /// Writes bytes to standard output, after whatever `print` buffered.
+    static func writeStandardOutput(_ bytes: [UInt8]) {
+        fflush(nil) // every stream: what `print` buffered goes first
+        var written = 0
+        while written < bytes.count {
+            let count = bytes[written...].withUnsafeBytes { write(1, $0.baseAddress, $0.count) }
+            if count < 0 && errno == EINTR { continue }
+            if count <= 0 { return }
+            written += count
+        }
+    }
+
     static func readStandardInput() -> [UInt8] {
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 65536)

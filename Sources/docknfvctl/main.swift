@@ -206,8 +206,18 @@ let commands: [Command] = [
         let state = try context.store().load()
         let table = arguments.value("table"), chain = arguments.value("chain")
         let rules = state.rules.filter { (table == nil || $0.table.rawValue == table) && (chain == nil || $0.chain == chain) }
-        context.emit(rules.map { "\($0.id)\t\($0.family)\t\($0.table.rawValue)\t\($0.chain)\t\($0.text)" }.joined(separator: "\n"),
-                     Output.RuleList(rules: rules.map(Output.RuleInfo.init)))
+        if context.json { context.emit("", Output.RuleList(rules: rules.map(Output.RuleInfo.init))); return }
+        // One line per rule, tab-separated, built as bytes (thousands of rules are listed at once).
+        var out: [UInt8] = []
+        out.reserveCapacity(rules.count * 96)
+        for rule in rules {
+            for (index, field) in [rule.id, rule.family.rawValue, rule.table.rawValue, rule.chain, rule.text].enumerated() {
+                if index > 0 { out.append(0x09) }
+                out.append(contentsOf: field.utf8)
+            }
+            out.append(0x0a)
+        }
+        Process.writeStandardOutput(out)
     },
     Command(path: ["rule", "flush"], abstract: "Delete all of docknfv's rules, or those of one chain / table.",
             options: [("table", "Only this table."), ("chain", "Only this chain.")]) { arguments in

@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import RuleEngine
-import RuleState
+@testable import RuleState
 import TestSupport
 
 /// Issue 8 (tests): the state-file loader fed random bytes and random mutations of a valid file.
@@ -53,6 +53,15 @@ struct StateStoreFuzzTests {
         let store = StateStore(directory: directory)
         let original = Data(bytes)
         try original.write(to: URL(fileURLWithPath: store.path))
+        // The direct reading of the rules and the reading of the whole file as a tree agree:
+        // the same state, or the same message.
+        enum Outcome: Equatable { case state(DesiredState), message(String) }
+        func outcome(_ read: () throws -> DesiredState) -> Outcome {
+            do { return .state(try read()) } catch { return .message("\(error)") }
+        }
+        let direct = outcome { try StateStore.decode(bytes, path: "p") }
+        let tree = outcome { try StateStore.decode(file: try StateStore.parseTree(bytes, path: "p"), path: "p", rules: nil) }
+        #expect(direct == tree, "\(label()): the direct and the tree reading differ")
         let loaded: DesiredState
         do {
             loaded = try store.load()
