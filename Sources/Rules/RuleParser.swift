@@ -86,14 +86,16 @@ public struct RuleParser {
     /// option (not as some option's value): `iptables-restore` skips the whole rule there.
     static func otherFamilyFlag(_ tokens: [String], _ family: IPFamily?) -> Int? {
         guard let family else { return nil }
-        let other: Set<String> = family == .v4 ? ["-6", "--ipv6"] : ["-4", "--ipv4"]
-        let flags: Set<String> = ["!", "-4", "-6", "--ipv4", "--ipv6", "--syn", "--random", "--persistent", "--random-fully", "--clamp-mss-to-pmtu",
-                                  "--limit-iface-in", "--limit-iface-out", "--socket-exists"]
+        let other = family == .v4 ? ["-6", "--ipv6"] : ["-4", "--ipv4"]
         for (i, token) in tokens.enumerated() where other.contains(token) {
-            if i == 0 || flags.contains(tokens[i - 1]) || !tokens[i - 1].hasPrefix("-") { return i }
+            if i == 0 || flagsWithoutValue.contains(tokens[i - 1]) || !tokens[i - 1].hasPrefix("-") { return i }
         }
         return nil
     }
+
+    /// Options that take no value (a `-6` after one of them is a flag, not its value).
+    static let flagsWithoutValue: Set<String> = ["!", "-4", "-6", "--ipv4", "--ipv6", "--syn", "--random", "--persistent", "--random-fully",
+                                                 "--clamp-mss-to-pmtu", "--limit-iface-in", "--limit-iface-out", "--socket-exists"]
 
     /// What `iptables-restore` still checks in the options before the flag that makes it skip a
     /// rule: a header option given twice, an unknown protocol, an interface name too long.
