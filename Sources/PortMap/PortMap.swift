@@ -57,7 +57,7 @@ public enum PortMapPlanner {
             }
             // One masquerade rule per (protocol, container port): several host ports may share it.
             var seen = Set<String>()
-            for mapping in relevant where seen.insert("\(mapping.proto)/\(mapping.containerPort)").inserted {
+            for mapping in relevant where seen.insert("\(mapping.proto.rawValue)/\(mapping.containerPort)").inserted {
                 let match = "-d \(address.address) -p \(mapping.proto.rawValue) -m \(mapping.proto.rawValue) --dport \(mapping.containerPort)"
                 if options.hairpinSNAT {
                     for subnet in Set(mine.map { $0.subnet }).sorted() {
