@@ -109,7 +109,7 @@ public enum Conntrack {
 
         deinit {
             let address = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(socket)))
-            NetlinkRelease.release { mnl_socket_close(OpaquePointer(bitPattern: address)) }
+            NetlinkRelease.release(descriptor: mnl_socket_get_fd(socket)) { mnl_socket_close(OpaquePointer(bitPattern: address)) }
         }
 
         /// Builds a ctnetlink message: header, nfgenmsg, then `attributes` as they are.

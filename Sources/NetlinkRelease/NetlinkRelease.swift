@@ -2,49 +2,80 @@
 import Glibc
 #endif
 
-/// Closing the last netfilter netlink socket of a process makes nf_tables finish its deferred
-/// destruction of what earlier commits removed — an RCU grace period, 5–20 ms here — if that work
-/// has not run yet (`nft_rcv_nl_event`). One command that commits in the host and in a container
-/// namespace would wait once per socket. Inside `together`, sockets are closed at its end, all at
-/// once: the first close waits for the destruction of everything committed, the others find
-/// nothing left to wait for.
+/// Closing a netfilter netlink socket makes nf_tables finish its deferred destruction of earlier
+/// commits' transactions (and of what they removed) if that work has not run yet
+/// (`nft_rcv_nl_event`): the close waits for an RCU grace period, 5–20 ms here, holding the
+/// namespace's commit mutex, so the next commit there waits too. Every commit leaves such work
+/// behind for about a grace period. Inside `together`, sockets are closed at its end, all at once:
+/// one command that commits in the host and in a container namespace waits once, not per socket.
 public enum NetlinkRelease {
     /// Runs `body`; sockets released meanwhile are closed when it returns (or throws).
     ///
-    /// `handingOff`: for a process that exits right after (the CNI plugin), the wait is not
-    /// spent in it at all, when a socket sent removals (`release(mayWait:)`). The sockets' last references go to a detached process (double fork,
-    /// so this one reaps its only child at once): it closes standard input and output — the
-    /// caller sees the output end as soon as this process exits — and exits, and the kernel's
-    /// close of the sockets waits there. Nothing of the kernel's state is pending by then: every
-    /// change was committed, only the freeing of removed objects remains. If fork fails, the
-    /// sockets are closed here, waiting as before.
+    /// `handingOff`, for a process that exits right after (the CNI plugin, docknfvctl): when a
+    /// socket committed a batch (`release(mayWait:)`), nobody waits. The sockets' last references
+    /// go to a detached process (a double fork: this process reaps its only child at once). It
+    /// closes standard input and output at once — the caller sees the output end when this
+    /// process exits — waits until this process has dropped its own references, then lingers
+    /// `linger` (by then the kernel has done the deferred work by itself, so the close has
+    /// nothing to flush and holds no mutex) and exits, closing the sockets. Every change was
+    /// committed before; only the kernel's freeing remains. If fork fails, the sockets are closed
+    /// here, waiting as before.
     public static func together<T, E: Error>(handingOff: Bool = false, _ body: () throws(E) -> T) throws(E) -> T {
         registry.enter()
         defer { registry.leave(handingOff: handingOff) }
         return try body()
     }
 
-    /// Gives the sockets `closes` would close to a detached process, then drops this process's references.
-    static func handOff(_ closes: [() -> Void]) {
+    /// How long the detached process keeps the sockets: several grace periods.
+    static let linger = timespec(tv_sec: 0, tv_nsec: 100_000_000)
+
+    /// A socket to close: its descriptor (kept open by the detached process) and how to close it
+    /// here (which also frees what the library allocated with it).
+    struct Pending {
+        var descriptor: Int32
+        var close: () -> Void
+    }
+
+    /// Gives the sockets to a detached process, then drops this process's references.
+    static func handOff(_ sockets: [Pending]) {
+        // The detached process reads until this process closes the write end: only then are its
+        // own references the last.
+        var ends: [Int32] = [-1, -1]
+        guard pipe(&ends) == 0 else { for socket in sockets { socket.close() }; return }
+        let keep = sockets.map(\.descriptor) + [ends[0]]
+        let highest = max(1024, Int32(truncatingIfNeeded: sysconf(Int32(_SC_OPEN_MAX))))
         let child = fork()
         if child == 0 {
-            // A fork of a threaded process: only async-signal-safe calls until _exit.
+            // A fork of a threaded process: only async-signal-safe calls until _exit. Every other
+            // descriptor (standard output first: the caller waits for its end) is closed, so the
+            // process holds nothing else of this one's — a lock, a pipe — while it lingers.
             if fork() != 0 { _exit(0) }
             _ = setsid()
-            for descriptor: Int32 in 0...2 { _ = close(descriptor) }
-            _exit(0) // the kernel closes the inherited sockets (and waits) here
+            var descriptor: Int32 = 0
+            while descriptor < highest {
+                if !keep.contains(descriptor) { _ = close(descriptor) }
+                descriptor += 1
+            }
+            var byte: UInt8 = 0
+            while read(ends[0], &byte, 1) < 0 && errno == EINTR {}
+            var wait = linger, rest = timespec()
+            while nanosleep(&wait, &rest) < 0 && errno == EINTR { wait = rest }
+            _exit(0) // the kernel closes the inherited sockets here
         }
+        _ = close(ends[0])
         if child > 0 {
             var status: Int32 = 0
             while waitpid(child, &status, 0) < 0 && errno == EINTR {}
         }
-        for close in closes { close() } // the detached process holds the sockets now: no wait here
+        for socket in sockets { socket.close() } // not the last references when the fork worked: no wait here
+        _ = close(ends[1])
     }
 
     /// Closes now, or at the end of the enclosing `together`. `close` must be safe on any thread.
-    /// `mayWait`: this socket sent nf_tables removals, so the close will probably wait.
-    public static func release(mayWait: Bool = false, _ close: @escaping () -> Void) {
-        if !registry.keep(close, mayWait: mayWait) { close() }
+    /// `descriptor` is the socket's. `mayWait`: it committed an nf_tables batch, so its close
+    /// will probably wait.
+    public static func release(descriptor: Int32, mayWait: Bool = false, _ close: @escaping () -> Void) {
+        if !registry.keep(Pending(descriptor: descriptor, close: close), mayWait: mayWait) { close() }
     }
 
     static let registry = Registry()
@@ -53,7 +84,7 @@ public enum NetlinkRelease {
     final class Registry: @unchecked Sendable {
         private var mutex = pthread_mutex_t()
         private var depth = 0
-        private var pending: [() -> Void] = []
+        private var pending: [Pending] = []
         private var pendingMayWait = false
 
         init() { pthread_mutex_init(&mutex, nil) }
@@ -65,20 +96,20 @@ public enum NetlinkRelease {
         func leave(handingOff: Bool) {
             pthread_mutex_lock(&mutex)
             depth -= 1
-            let closes = depth == 0 ? pending : []
+            let sockets = depth == 0 ? pending : []
             let mayWait = depth == 0 && pendingMayWait
             if depth == 0 { pending = []; pendingMayWait = false }
             pthread_mutex_unlock(&mutex)
-            // Every netfilter socket's close waits while the removals are pending, so all go.
-            if handingOff && mayWait { NetlinkRelease.handOff(closes); return }
-            for close in closes { close() }
+            // Every netfilter socket's close waits while that work is pending, so all go.
+            if handingOff && mayWait { NetlinkRelease.handOff(sockets); return }
+            for socket in sockets { socket.close() }
         }
 
-        func keep(_ close: @escaping () -> Void, mayWait: Bool) -> Bool {
+        func keep(_ socket: Pending, mayWait: Bool) -> Bool {
             pthread_mutex_lock(&mutex)
             defer { pthread_mutex_unlock(&mutex) }
             guard depth > 0 else { return false }
-            pending.append(close)
+            pending.append(socket)
             pendingMayWait = pendingMayWait || mayWait
             return true
         }

@@ -1,17 +1,20 @@
 import Foundation
 import Testing
-import NetlinkRelease
+@testable import NetlinkRelease
 
 /// Deferred socket closes (`NetlinkRelease`): inside `together` they happen at its end; with
 /// `handingOff` and a socket that may wait, the last reference goes to a detached process, and
 /// this process only drops its own. A pipe's write end stands in for the socket: its reader sees
-/// the end of the data once no process holds it any more.
+/// the end of the data once no process holds it any more. Each test has a registry of its own
+/// (the shared one is used by whatever else runs in this test process at the same time).
 @Suite("Netlink socket release")
 struct NetlinkReleaseTests {
     /// A pipe; the write end is what gets "released".
     func pipeEnds() throws -> (read: Int32, write: Int32) {
         var ends: [Int32] = [0, 0]
         guard pipe(&ends) == 0 else { throw POSIXError(.EIO) }
+        // Processes other tests start meanwhile do not keep them past their exec.
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
         return (ends[0], ends[1])
     }
 
@@ -23,42 +26,52 @@ struct NetlinkReleaseTests {
         return read(descriptor, &byte, 1) == 0
     }
 
-    @Test func closesWaitForTheEndOfTogether() throws {
-        let (reader, writer) = try pipeEnds()
-        defer { close(reader) }
-        var closed = 0
-        NetlinkRelease.together {
-            NetlinkRelease.release(mayWait: true) { close(writer); closed += 1 }
-            #expect(closed == 0, "kept until the end of together")
-        }
-        #expect(closed == 1)
-        #expect(endsSoon(reader))
+    /// Whether the read end is at end of file right now.
+    func endedNow(_ descriptor: Int32) -> Bool {
+        var entry = pollfd(fd: descriptor, events: Int16(POLLIN), revents: 0)
+        return poll(&entry, 1, 0) == 1
     }
 
-    @Test func outsideTogetherACloseIsImmediate() throws {
+    @Test func closesWaitForTheEndOfTogether() throws {
+        let registry = NetlinkRelease.Registry()
         let (reader, writer) = try pipeEnds()
         defer { close(reader) }
         var closed = 0
-        NetlinkRelease.release(mayWait: true) { close(writer); closed += 1 }
+        registry.enter()
+        #expect(registry.keep(.init(descriptor: writer) { close(writer); closed += 1 }, mayWait: true))
+        #expect(closed == 0, "kept until the end of together")
+        registry.leave(handingOff: false)
         #expect(closed == 1)
-        #expect(endsSoon(reader))
+        #expect(endedNow(reader))
+    }
+
+    @Test func outsideTogetherNothingIsKept() {
+        #expect(!NetlinkRelease.Registry().keep(.init(descriptor: -1) {}, mayWait: true))
     }
 
     @Test(arguments: [false, true])
     func handingOffDropsThisProcesssReferencesAndTheOtherGoes(mayWait: Bool) throws {
+        let registry = NetlinkRelease.Registry()
         let (reader, writer) = try pipeEnds()
         let (otherReader, otherWriter) = try pipeEnds()
-        defer { close(reader); close(otherReader) }
+        let (bystanderReader, bystanderWriter) = try pipeEnds()
+        defer { close(reader); close(otherReader); close(bystanderReader) }
         var closed = 0
-        NetlinkRelease.together(handingOff: true) {
-            NetlinkRelease.release(mayWait: mayWait) { close(writer); closed += 1 }
-            NetlinkRelease.release { close(otherWriter); closed += 1 }
-        }
-        // Both of this process's copies are closed either way; with mayWait the detached
-        // process held the other copies and has let them go by the time it is gone.
+        registry.enter()
+        _ = registry.keep(.init(descriptor: writer) { close(writer); closed += 1 }, mayWait: mayWait)
+        _ = registry.keep(.init(descriptor: otherWriter) { close(otherWriter); closed += 1 }, mayWait: false)
+        registry.leave(handingOff: true)
+        // Both of this process's copies are closed either way. With mayWait a detached process
+        // still holds the other copies (it lingers a tenth of a second): no end of file yet.
+        // Without, nothing else holds them.
         #expect(closed == 2)
+        #expect(endedNow(reader) == !mayWait, "end of file at once exactly when nothing was handed off")
         #expect(endsSoon(reader))
         #expect(endsSoon(otherReader))
+        // A descriptor that is not a socket of the registry is not kept by the detached process:
+        // once this process closes it, its reader sees the end at once.
+        close(bystanderWriter)
+        #expect(endedNow(bystanderReader))
         // This process and its output are untouched: standard output still works.
         #expect(fcntl(1, F_GETFD) >= 0)
     }
