@@ -37,7 +37,7 @@ public struct NFTablesBackend: RuleBackend {
     func apply(_ desired: Ruleset, previous: Ruleset, netlink: NFNetlink) throws -> ApplyReport {
         let table = Layout.tableName(desired.owner)
         var attempt = 0
-        let namespace = Self.namespaceInode()
+        let namespace = netlink.namespaceIdentity
         while true {
             let generation = try netlink.generation()
             var plans: [(IPFamily, [Operation])] = []
@@ -100,7 +100,7 @@ public struct NFTablesBackend: RuleBackend {
     /// One batch of rule additions at the chains' ends (no handle needed), sent only if the
     /// generation is still the one the mark recorded; a lost race returns nil.
     func append(_ rules: [AppendedRule], owner: Owner, sets: [String: SetSpec], mark: KernelMark, netlink: NFNetlink) throws -> ApplyReport? {
-        let namespace = Self.namespaceInode()
+        let namespace = netlink.namespaceIdentity
         let generation = try netlink.generation()
         guard mark == KernelMark(namespace: namespace, generation: generation) else { return nil }
         let batch = Batch(sequence: netlink.nextSequence())
@@ -126,7 +126,8 @@ public struct NFTablesBackend: RuleBackend {
         return report
     }
 
-    /// The inode of the current thread's network namespace (its identity while it exists).
+    /// The inode of the current thread's network namespace (its identity while it exists; kernel
+    /// marks use the socket's `namespaceIdentity`, which is never reused).
     static func namespaceInode() -> UInt64 {
         var info = stat()
         return stat("/proc/thread-self/ns/net", &info) == 0 ? UInt64(info.st_ino) : 0

@@ -40,6 +40,17 @@ final class NFNetlink {
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
+    /// The network namespace this socket belongs to, as an identity that is never reused while
+    /// the host runs (SO_NETNS_COOKIE, Linux 5.14): a namespace created after another one was
+    /// deleted can have its inode number, never its cookie. Older kernels: the inode.
+    var namespaceIdentity: UInt64 {
+        var cookie: UInt64 = 0
+        var length = socklen_t(MemoryLayout<UInt64>.size)
+        let soNetnsCookie: Int32 = 71
+        if getsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, soNetnsCookie, &cookie, &length) == 0, cookie != 0 { return cookie }
+        return NFTablesBackend.namespaceInode()
+    }
+
     func nextSequence() -> UInt32 { sequence &+= 1; return sequence }
 
     /// The ruleset's generation (changes with every committed batch, by anyone).

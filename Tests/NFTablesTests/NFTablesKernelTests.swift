@@ -225,6 +225,20 @@ struct NFTablesKernelTests {
         }
     }
 
+    /// A kernel mark names its namespace by the netns cookie, which the kernel never hands out
+    /// twice: a namespace made after another was deleted (which often gets the same inode
+    /// number) never matches a mark of the old one, so docknfv reads the new one instead of
+    /// trusting a stale mark.
+    @Test func marksOfNamespacesMadeOneAfterAnotherNeverMatch() throws {
+        let ruleset = Ruleset(tables: [TableRules(family: .v4, table: .filter, chains: ["INPUT": try rules(["-p tcp --dport 1 -j ACCEPT"])])])
+        var seen: [UInt64] = []
+        for _ in 0..<12 {
+            let mark = try withNamespaces(["nftmark"]) { ns throws in try inside(ns[0]) { try NFTablesBackend().apply(ruleset, previous: Ruleset()) }.kernelMark }
+            seen.append(try #require(mark).namespace)
+        }
+        #expect(Set(seen).count == seen.count, "\(seen)")
+    }
+
     /// A daemon's session keeps one socket per namespace: changes made through it land in the
     /// namespace of the thread making them, and a failed change drops the socket.
     @Test func aSessionWritesWhereItsCallerIs() throws {
