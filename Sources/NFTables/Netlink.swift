@@ -30,13 +30,14 @@ final class NFNetlink {
     deinit {
         // An OpaquePointer is not Sendable, its bit pattern is (the socket is ours alone now).
         let address = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(socket)))
-        NetlinkRelease.release(descriptor: mnl_socket_get_fd(socket), mayWait: sentBatch) { mnl_socket_close(OpaquePointer(bitPattern: address)) }
+        NetlinkRelease.release(descriptor: mnl_socket_get_fd(socket), mayWait: sentRemovals) { mnl_socket_close(OpaquePointer(bitPattern: address)) }
     }
 
-    /// A batch went through this socket: nf_tables frees a commit's transactions (and whatever
-    /// it removed) after an RCU grace period, and a close before then waits for it (see
-    /// `NetlinkRelease`).
-    private var sentBatch = false
+    /// A batch that removed something went through this socket: nf_tables frees what a commit
+    /// removed after an RCU grace period, and a close before then waits for it (see
+    /// `NetlinkRelease`). A commit that only adds leaves nothing to wait for (measured: its
+    /// close returns at once).
+    private var sentRemovals = false
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
@@ -109,7 +110,7 @@ final class NFNetlink {
     /// the failing message's index and errno, or nil on success.
     func commit(_ batch: Batch, generation: UInt32) throws -> (index: Int, code: Int32)? {
         batch.finish(generation: generation)
-        sentBatch = true
+        if batch.removes { sentRemovals = true }
         let fd = mnl_socket_get_fd(socket)
         var size = Int32(batch.length + (1 << 16))
         _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size))
@@ -190,7 +191,11 @@ final class Batch {
         build(nlh)
         length += Int(nlh.pointee.nlmsg_len + 3) & ~3
         descriptions.append(description)
+        if [NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET, NFT_MSG_DELSETELEM].contains(type) { removes = true }
     }
+
+    /// Whether the batch removes anything.
+    private(set) var removes = false
 
     func index(ofSequence seq: UInt32) -> Int? {
         let index = Int(seq &- firstSequence) - 1

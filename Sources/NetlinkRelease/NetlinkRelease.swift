@@ -2,17 +2,17 @@
 import Glibc
 #endif
 
-/// Closing a netfilter netlink socket makes nf_tables finish its deferred destruction of earlier
-/// commits' transactions (and of what they removed) if that work has not run yet
-/// (`nft_rcv_nl_event`): the close waits for an RCU grace period, 5–20 ms here, holding the
-/// namespace's commit mutex, so the next commit there waits too. Every commit leaves such work
-/// behind for about a grace period. Inside `together`, sockets are closed at its end, all at once:
+/// Closing a netfilter netlink socket makes nf_tables finish its deferred destruction of what
+/// earlier commits removed if that work has not run yet (`nft_rcv_nl_event`): the close waits for
+/// an RCU grace period, 5–20 ms here, holding the namespace's commit mutex, so the next commit
+/// there waits too. A commit that removes something leaves such work behind for about a grace
+/// period (one that only adds does not). Inside `together`, sockets are closed at its end, all at once:
 /// one command that commits in the host and in a container namespace waits once, not per socket.
 public enum NetlinkRelease {
     /// Runs `body`; sockets released meanwhile are closed when it returns (or throws).
     ///
     /// `handingOff`, for a process that exits right after (the CNI plugin, docknfvctl): when a
-    /// socket committed a batch (`release(mayWait:)`), nobody waits. The sockets' last references
+    /// socket committed removals (`release(mayWait:)`), nobody waits. The sockets' last references
     /// go to a detached process (a double fork: this process reaps its only child at once). It
     /// closes standard input and output at once — the caller sees the output end when this
     /// process exits — waits until this process has dropped its own references, then lingers
@@ -72,7 +72,7 @@ public enum NetlinkRelease {
     }
 
     /// Closes now, or at the end of the enclosing `together`. `close` must be safe on any thread.
-    /// `descriptor` is the socket's. `mayWait`: it committed an nf_tables batch, so its close
+    /// `descriptor` is the socket's. `mayWait`: it committed nf_tables removals, so its close
     /// will probably wait.
     public static func release(descriptor: Int32, mayWait: Bool = false, _ close: @escaping () -> Void) {
         if !registry.keep(Pending(descriptor: descriptor, close: close), mayWait: mayWait) { close() }
