@@ -48,7 +48,7 @@ let package = Package(
         .target(name: "StateFiles"),
         .target(name: "Rules", dependencies: ["NetTypes"]),
         .target(name: "RuleEngine", dependencies: ["Rules"]),
-        .target(name: "NetlinkRelease"),
+        .target(name: "NetlinkRelease", dependencies: ["CDockNFVShim"]),
         .target(name: "NFTables", dependencies: ["RuleEngine", "CLibNFTNL", "NetlinkRelease"]),
         .target(name: "IPSet", dependencies: ["RuleEngine", "CIPSetShim"]),
         .target(name: "IPTables", dependencies: ["RuleEngine", "IPSet", "CNetfilterShim"]),

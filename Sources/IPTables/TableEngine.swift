@@ -85,9 +85,13 @@ public struct TableEngine {
 
     /// Appends rules to the end of the owner's chains for built-in chains, in one commit — only
     /// if each chain holds exactly `index` rules before its rule and the built-in chain's jump
-    /// into it is in place. Returns false (nothing committed) when the kernel differs.
+    /// into it is in place. Returns false (nothing committed) when the kernel differs. Unlike a
+    /// whole apply it does not compare the rest: a rule replaced in place (same count) or an
+    /// ipset's content changed by hand stays as it is until the next whole change or `apply`.
     public func append(_ rules: [(chain: String, rule: Rule, index: Int)], family: IPFamily, table: NetfilterTable) throws -> Bool {
-        let built = try rules.map { try builder.build($0.rule, chainName: chains.kernelName) }
+        // A rule that cannot be built here (a set the kernel lost, say) is left to the whole
+        // path, which re-creates what is missing or says what is wrong.
+        guard let built = try? rules.map({ try builder.build($0.rule, chainName: chains.kernelName) }) else { return false }
         return try modifyTable(family, table) { handle in
             let jumps = Dictionary(uniqueKeysWithValues: try jumpPositions(family, handle, table: table))
             var lengths: [String: Int] = [:]

@@ -116,7 +116,9 @@ public struct NFTablesBackend: RuleBackend {
         for _ in 0..<batch.count { _ = netlink.nextSequence() }
         beforeCommit?(0)
         if let failure = try netlink.commit(batch, generation: generation) {
-            if failure.code == ERESTART { return nil }
+            // Someone committed meanwhile, or the chain is not there after all (a mark that
+            // matched by chance): the whole path reads the kernel and plans from what it holds.
+            if failure.code == ERESTART || failure.code == ENOENT { return nil }
             throw Self.error(failure, batch: batch)
         }
         var report = ApplyReport()

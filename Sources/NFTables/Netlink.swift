@@ -41,16 +41,30 @@ final class NFNetlink {
 
     static func errorText(_ code: Int32) -> String { String(cString: strerror(code)) }
 
-    /// The network namespace this socket belongs to, as an identity that is never reused while
-    /// the host runs (SO_NETNS_COOKIE, Linux 5.14): a namespace created after another one was
-    /// deleted can have its inode number, never its cookie. Older kernels: the inode.
+    /// The network namespace this socket belongs to, as an identity that is never reused: its
+    /// cookie (SO_NETNS_COOKIE, Linux 5.14; older kernels: its inode) — a namespace created after
+    /// another one was deleted can have its inode number, never its cookie — combined with this
+    /// boot's id, since cookies (and nf_tables generations) start again at every boot.
     var namespaceIdentity: UInt64 {
         var cookie: UInt64 = 0
         var length = socklen_t(MemoryLayout<UInt64>.size)
         let soNetnsCookie: Int32 = 71
-        if getsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, soNetnsCookie, &cookie, &length) == 0, cookie != 0 { return cookie }
-        return NFTablesBackend.namespaceInode()
+        if getsockopt(mnl_socket_get_fd(socket), SOL_SOCKET, soNetnsCookie, &cookie, &length) != 0 || cookie == 0 {
+            cookie = NFTablesBackend.namespaceInode()
+        }
+        return cookie ^ Self.boot
     }
+
+    /// FNV-1a of the kernel's boot id (0 when it cannot be read).
+    static let boot: UInt64 = {
+        let fd = open("/proc/sys/kernel/random/boot_id", O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return 0 }
+        defer { close(fd) }
+        var bytes = [UInt8](repeating: 0, count: 64)
+        let count = read(fd, &bytes, bytes.count)
+        guard count > 0 else { return 0 }
+        return bytes[..<count].reduce(UInt64(0xcbf2_9ce4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01b3 }
+    }()
 
     func nextSequence() -> UInt32 { sequence &+= 1; return sequence }
 

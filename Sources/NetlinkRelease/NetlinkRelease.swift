@@ -1,3 +1,4 @@
+import CDockNFVShim
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -39,36 +40,39 @@ public enum NetlinkRelease {
     /// Gives the sockets to a detached process, then drops this process's references.
     static func handOff(_ sockets: [Pending]) {
         // The detached process reads until this process closes the write end: only then are its
-        // own references the last.
+        // own references the last. Close-on-exec: a process another thread starts meanwhile must
+        // not hold it.
         var ends: [Int32] = [-1, -1]
         guard pipe(&ends) == 0 else { for socket in sockets { socket.close() }; return }
-        let keep = sockets.map(\.descriptor) + [ends[0]]
-        let highest = max(1024, Int32(truncatingIfNeeded: sysconf(Int32(_SC_OPEN_MAX))))
-        let child = fork()
-        if child == 0 {
-            // A fork of a threaded process: only async-signal-safe calls until _exit. Every other
-            // descriptor (standard output first: the caller waits for its end) is closed, so the
-            // process holds nothing else of this one's — a lock, a pipe — while it lingers.
-            if fork() != 0 { _exit(0) }
-            _ = setsid()
-            var descriptor: Int32 = 0
-            while descriptor < highest {
-                if !keep.contains(descriptor) { _ = close(descriptor) }
-                descriptor += 1
-            }
-            var byte: UInt8 = 0
-            while read(ends[0], &byte, 1) < 0 && errno == EINTR {}
-            var wait = linger, rest = timespec()
-            while nanosleep(&wait, &rest) < 0 && errno == EINTR { wait = rest }
-            _exit(0) // the kernel closes the inherited sockets here
+        for end in ends { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+        let keep = Set(sockets.map(\.descriptor) + [ends[0]])
+        let others = openDescriptors().filter { !keep.contains($0) }
+        // The detached process runs C only (a fork of a threaded process may make only
+        // async-signal-safe calls; Swift code could take a runtime lock another thread held).
+        // Every other descriptor goes at once — standard output first: the caller waits for its
+        // end — so it holds nothing else of this process's, a lock, a pipe.
+        _ = others.withUnsafeBufferPointer { closing in
+            dnfv_spawn_lingering(closing.baseAddress, closing.count, ends[0], Int(linger.tv_nsec) + Int(linger.tv_sec) * 1_000_000_000)
         }
         _ = close(ends[0])
-        if child > 0 {
-            var status: Int32 = 0
-            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
-        }
-        for socket in sockets { socket.close() } // not the last references when the fork worked: no wait here
+        // When the fork worked these are not the last references (no wait here); when it failed
+        // they are, and this process waits as without a hand-off.
+        for socket in sockets { socket.close() }
         _ = close(ends[1])
+    }
+
+    /// The process's open descriptors (from /proc/self/fd; the standard three when it cannot be
+    /// read). Listed rather than tried one by one: the limit may be a million.
+    static func openDescriptors() -> [Int32] {
+        guard let directory = opendir("/proc/self/fd") else { return [0, 1, 2] }
+        defer { closedir(directory) }
+        let own = dirfd(directory)
+        var out: [Int32] = []
+        while let entry = readdir(directory) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if let descriptor = Int32(name), descriptor != own { out.append(descriptor) }
+        }
+        return out.sorted()
     }
 
     /// Closes now, or at the end of the enclosing `together`. `close` must be safe on any thread.

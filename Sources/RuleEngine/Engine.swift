@@ -104,7 +104,7 @@ public struct TableDrift: Sendable, Equatable {
     public var unexpected: [String] { items.filter { !$0.isMissing }.map(\.description) }
 }
 
-/// A point in a namespace's ruleset history: the namespace (its netns cookie, never reused while the host runs; its inode on kernels before 5.14) and nf_tables' generation
+/// A point in a namespace's ruleset history: the namespace (its netns cookie with the boot id: never reused; the inode on kernels before 5.14) and nf_tables' generation
 /// counter, which every committed change by anyone moves on.
 public struct KernelMark: Sendable, Equatable, Codable {
     public var namespace: UInt64

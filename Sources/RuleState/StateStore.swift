@@ -61,19 +61,22 @@ public struct StateStore: Sendable {
             let read = Journal.SnapshotIdentity(info)
             let journalBytes: [UInt8]?
             do { journalBytes = try AtomicFile.read(journalPath) } catch { throw EngineError(.io, "cannot read \(journalPath): \(error)", cause: error) }
-            guard let journalBytes else { return state }
-            let journal: Journal
-            do { journal = try Journal.parse(journalBytes, wholeRecords: true) } catch {
-                throw EngineError(.invalidState, "journal \(journalPath) is corrupt: \(error). It was left as it is; fix or move it away, then run again")
+            if let journalBytes {
+                let journal: Journal
+                do { journal = try Journal.parse(journalBytes, wholeRecords: true) } catch {
+                    throw EngineError(.invalidState, "journal \(journalPath) is corrupt: \(error). It was left as it is; fix or move it away, then run again")
+                }
+                if journal.snapshot == read {
+                    try replay(journal, into: &state)
+                    return state
+                }
             }
-            if journal.snapshot == read {
-                try replay(journal, into: &state)
-                return state
-            }
-            // A journal of an earlier state file (its rules are in this one), unless the file
-            // was replaced while being read.
+            // No journal, or one of an earlier state file (its rules are in this one) — unless
+            // the file was replaced while being read: a writer saved a new one and removed the
+            // journal this file went with. Then read again.
+            if Journal.SnapshotIdentity.of(path) == read { return state }
             attempt += 1
-            if Journal.SnapshotIdentity.of(path) == read || attempt >= 5 { return state }
+            guard attempt < 5 else { throw EngineError(.busy, "\(path) kept changing while being read; try again") }
         }
     }
 

@@ -61,17 +61,16 @@ struct NetlinkReleaseTests {
         _ = registry.keep(.init(descriptor: writer) { close(writer); closed += 1 }, mayWait: mayWait)
         _ = registry.keep(.init(descriptor: otherWriter) { close(otherWriter); closed += 1 }, mayWait: false)
         registry.leave(handingOff: true)
-        // Both of this process's copies are closed either way. With mayWait a detached process
-        // still holds the other copies (it lingers a tenth of a second): no end of file yet.
-        // Without, nothing else holds them.
-        #expect(closed == 2)
+        #expect(closed == 2, "this process's own copies are closed either way")
+        // A descriptor that is not one of the sockets is not kept by the detached process: once
+        // this process closes it, its reader sees the end — while (with mayWait) the detached
+        // process still holds the sockets, a tenth of a second longer. Without mayWait nothing
+        // was handed off and nothing else holds them.
+        close(bystanderWriter)
+        #expect(endsSoon(bystanderReader))
         #expect(endedNow(reader) == !mayWait, "end of file at once exactly when nothing was handed off")
         #expect(endsSoon(reader))
         #expect(endsSoon(otherReader))
-        // A descriptor that is not a socket of the registry is not kept by the detached process:
-        // once this process closes it, its reader sees the end at once.
-        close(bystanderWriter)
-        #expect(endedNow(bystanderReader))
         // This process and its output are untouched: standard output still works.
         #expect(fcntl(1, F_GETFD) >= 0)
     }

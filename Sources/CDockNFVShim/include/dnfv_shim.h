@@ -23,4 +23,11 @@ pid_t dnfv_gettid(void);
 /// (so a supervisor that is not PID 1 can still reap them). Returns 0 or -1 with errno set.
 int dnfv_set_child_subreaper(void);
 
+/// Forks a detached process that keeps the descriptors it is not told to close: it forks again
+/// (the caller reaps the first child, which exits at once), starts a new session, closes
+/// `close_fds[0..<count]`, reads `wait_fd` until end of file, sleeps `linger_ns` nanoseconds and
+/// exits. Everything after fork is async-signal-safe C: the caller may have other threads.
+/// Returns the first child's pid (already reaped), or -1 with errno set when fork failed.
+pid_t dnfv_spawn_lingering(const int *close_fds, size_t count, int wait_fd, long linger_ns);
+
 #endif
