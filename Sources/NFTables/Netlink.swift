@@ -205,7 +205,10 @@ final class Batch {
         build(nlh)
         length += Int(nlh.pointee.nlmsg_len + 3) & ~3
         descriptions.append(description)
-        if [NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET, NFT_MSG_DELSETELEM].contains(type) { removes = true }
+        switch type {
+        case NFT_MSG_DELTABLE, NFT_MSG_DELCHAIN, NFT_MSG_DELRULE, NFT_MSG_DELSET, NFT_MSG_DELSETELEM: removes = true
+        default: break
+        }
     }
 
     /// Whether the batch removes anything.
