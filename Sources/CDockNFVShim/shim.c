@@ -2,6 +2,7 @@
 #include "dnfv_shim.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <sched.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -16,6 +17,8 @@ int dnfv_setns_net(int fd) { return setns(fd, CLONE_NEWNET); }
 int dnfv_ns_type(int fd) { return ioctl(fd, NS_GET_NSTYPE); }
 
 int dnfv_clone_newnet(void) { return CLONE_NEWNET; }
+
+int dnfv_malloc_one_arena(void) { return mallopt(M_ARENA_MAX, 1); }
 
 pid_t dnfv_gettid(void) { return (pid_t)syscall(SYS_gettid); }
 

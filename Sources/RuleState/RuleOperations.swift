@@ -182,9 +182,15 @@ extension DesiredState {
                     try createChain(chain.name, key)
                 }
             }
-            for (chain, rule) in section.rules {
-                try addRules([rule], table: section.table, chain: chain)
-                count += 1
+            // Each run of rules for one chain in one call (a save file lists a chain's rules together).
+            var start = section.rules.startIndex
+            while start < section.rules.endIndex {
+                let chain = section.rules[start].chain
+                var end = start + 1
+                while end < section.rules.endIndex, section.rules[end].chain == chain { end += 1 }
+                try addRules(section.rules[start..<end].map(\.rule), table: section.table, chain: chain)
+                count += end - start
+                start = end
             }
         }
         return count

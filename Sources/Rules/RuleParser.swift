@@ -187,13 +187,27 @@ enum Tokenizer {
     /// No rule token may hold a control character: the kernel cuts names at a NUL, and a newline
     /// or other control character could not be saved and read back.
     static func refuseControlCharacters(_ tokens: [String], rule: String) throws(RuleParseError) {
-        for (index, token) in tokens.enumerated() {
+        // A control character is one byte in UTF-8, and no byte of a multi-byte character is below 0x80.
+        for (index, token) in tokens.enumerated() where token.utf8.contains(where: { $0 < 0x20 || $0 == 0x7f }) {
             if let bad = token.unicodeScalars.first(where: { $0.value < 0x20 || $0.value == 0x7f }) {
                 let hex = String(bad.value, radix: 16, uppercase: true)
                 let code = "U+" + String(repeating: "0", count: max(0, 4 - hex.count)) + hex
                 throw RuleParseError(rule: rule, token: token, position: index + 1, reason: "control character \(code) is not allowed")
             }
         }
+    }
+
+    /// `text` split at an ASCII separator, empty fields kept (over UTF-8 bytes: splitting a
+    /// String walks grapheme clusters, which is far slower and finds the same ASCII separators).
+    static func fields(_ text: String, _ separator: Unicode.Scalar, maxSplits: Int = .max) -> [String] {
+        text.utf8.split(separator: UInt8(separator.value), maxSplits: maxSplits, omittingEmptySubsequences: false)
+            .map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// Only ASCII digits (`Character.isNumber` also takes other scripts' digits, which `UInt16`
+    /// would refuse anyway).
+    static func isDecimal(_ text: String) -> Bool {
+        text.utf8.allSatisfy { $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }
     }
 
     static let plain = Set("_-0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -231,8 +245,8 @@ private struct RuleParse {
     var pendingTarget: String?
     /// Options given so far: the header's, and the current match instance's (iptables refuses
     /// each a second time).
-    var seenHeader: Set<String> = []
-    var seenModule: Set<String> = []
+    var seenHeader: [String] = [] // a handful each: a linear search is cheaper than hashing
+    var seenModule: [String] = []
     /// Non-contiguous masks of `-s` / `-d`, one per address of the list.
     var sourceMasks: [IPAddress?] = []
     var destinationMasks: [IPAddress?] = []
@@ -251,8 +265,9 @@ private struct RuleParse {
 
     /// Refuses an option given twice (per rule for the header, per match for a match's options).
     mutating func once(_ key: String, header: Bool = false, name: String? = nil) throws(RuleParseError) {
-        let inserted = header ? seenHeader.insert(key).inserted : seenModule.insert(key).inserted
-        if !inserted { throw fail(header ? "multiple \(name ?? key) options are not allowed" : "option \(name ?? key) can only be used once") }
+        let seen = header ? seenHeader.contains(key) : seenModule.contains(key)
+        if header { seenHeader.append(key) } else { seenModule.append(key) }
+        if seen { throw fail(header ? "multiple \(name ?? key) options are not allowed" : "option \(name ?? key) can only be used once") }
     }
 
     func fail(_ reason: String, at position: Int? = nil) -> RuleParseError {
@@ -367,7 +382,7 @@ private struct RuleParse {
     mutating func addresses(_ value: String, position: Int) throws(RuleParseError) -> ([IPPrefix], [IPAddress?]) {
         var out: [IPPrefix] = []
         var masks: [IPAddress?] = []
-        for part in value.split(separator: ",", omittingEmptySubsequences: false).map(String.init) {
+        for part in Tokenizer.fields(value, ",") {
             guard !part.isEmpty else { throw fail("empty address", at: position) }
             if let (prefix, mask) = parsePrefix(part) {
                 try setFamily(prefix.family, position: position)
@@ -395,10 +410,10 @@ private struct RuleParse {
     /// contiguous mask becomes a length; a non-contiguous one is returned with the masked address
     /// as a full-length prefix.
     func parsePrefix(_ text: String) -> (IPPrefix, IPAddress?)? {
-        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let parts = Tokenizer.fields(text, "/", maxSplits: 1)
         guard let address = IPAddress(parts[0]) else { return nil }
         if parts.count == 1 { return (IPPrefix(address: address, length: address.family.bitCount)!, nil) }
-        if !parts[1].isEmpty, parts[1].utf8.count <= 3, parts[1].allSatisfy({ $0.isASCII && $0.isNumber }), let length = Int(parts[1]) {
+        if !parts[1].isEmpty, parts[1].utf8.count <= 3, Tokenizer.isDecimal(parts[1]), let length = Int(parts[1]) {
             return IPPrefix(address: address, length: length).map { ($0, nil) }
         }
         guard let mask = IPAddress(parts[1]), mask.family == address.family else { return nil }
@@ -515,8 +530,8 @@ private struct RuleParse {
             let (v, inv) = try valueWithNegation("port list")
             var ports: [PortRange] = []
             var slots = 0
-            for part in v.split(separator: ",", omittingEmptySubsequences: false) {
-                let range = try portRange(String(part))
+            for part in Tokenizer.fields(v, ",") {
+                let range = try portRange(part)
                 // multiport's ranges must rise: `5:5` and `9:5` are refused, as iptables does.
                 if part.contains(":") && range.lower >= range.upper { throw fail("invalid port range \"\(part)\" (FIRST:LAST with FIRST < LAST)") }
                 slots += range.isSingle ? 1 : 2
@@ -530,7 +545,7 @@ private struct RuleParse {
             try once(option)
             let (v, inv) = try valueWithNegation("state list")
             var states = Set<ConntrackState>()
-            for part in v.split(separator: ",", omittingEmptySubsequences: false) {
+            for part in Tokenizer.fields(v, ",") {
                 guard let state = ConntrackState(rawValue: part.uppercased()) else { throw fail("unknown conntrack state \"\(part)\"") }
                 if stateModule && (state == .snat || state == .dnat) { throw fail("-m state knows no state \"\(part)\" (use -m conntrack --ctstate)") }
                 states.insert(state)
@@ -626,10 +641,10 @@ private struct RuleParse {
     }
 
     func portRange(_ text: String) throws(RuleParseError) -> PortRange {
-        let parts = text.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        let parts = Tokenizer.fields(text, ":", maxSplits: 1)
         func port(_ p: String, default value: UInt16) throws(RuleParseError) -> UInt16 {
             if p.isEmpty { return value }
-            if p.allSatisfy(\.isNumber), let n = UInt16(p) { return n }
+            if Tokenizer.isDecimal(p), let n = UInt16(p) { return n }
             if let entry = getservbyname(p, nil) { return UInt16(bigEndian: UInt16(truncatingIfNeeded: entry.pointee.s_port)) }
             throw fail("not a valid port \"\(p)\" (0-65535 or a service name)")
         }

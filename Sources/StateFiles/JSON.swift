@@ -52,9 +52,23 @@ public enum JSON: Equatable, Sendable {
         return value
     }
 
+    /// `parse`, leaving out the top-level object's members named in `omitted`: their values are
+    /// checked as JSON (all but duplicate keys inside them) and not built. For a reader
+    /// that will not look at a large member (a CNI DEL and the runtime config's thousand ASG rules).
+    public static func parse(_ bytes: [UInt8], omittingMembers omitted: Set<String>) throws(ParseError) -> JSON {
+        var reader = Reader(bytes: bytes)
+        reader.omitted = omitted
+        let value = try reader.value(depth: 0)
+        reader.skipSpace()
+        guard reader.index == bytes.count else { throw ParseError(offset: reader.index, reason: "trailing data") }
+        return value
+    }
+
     struct Reader {
         let bytes: [UInt8]
         var index = 0
+        /// Members of the top-level object that are checked but not built (`parse(_:omittingMembers:)`).
+        var omitted: Set<String> = []
 
         mutating func skipSpace() {
             while index < bytes.count {
@@ -67,15 +81,21 @@ public enum JSON: Equatable, Sendable {
 
         func fail(_ reason: String) -> ParseError { ParseError(offset: index, reason: reason) }
 
-        mutating func value(depth: Int) throws(ParseError) -> JSON {
+        /// Checks the nesting and moves to the next value's first byte.
+        mutating func valueStart(depth: Int) throws(ParseError) -> UInt8 {
             guard depth < 64 else { throw fail("nested too deeply") }
             skipSpace()
             guard index < bytes.count else { throw fail("unexpected end") }
-            switch bytes[index] {
+            return bytes[index]
+        }
+
+        mutating func value(depth: Int) throws(ParseError) -> JSON {
+            switch try valueStart(depth: depth) {
             case UInt8(ascii: "{"):
                 index += 1
                 var members: [(String, JSON)] = []
                 var keys = Set<String>() // only used past 8 members; small objects are checked linearly
+                var skipped: [String] = [] // omitted members met (parse(_:omittingMembers:))
                 skipSpace()
                 if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(members) }
                 while true {
@@ -86,7 +106,13 @@ public enum JSON: Equatable, Sendable {
                     guard !duplicate else { throw fail("duplicate key \"\(key)\"") }
                     skipSpace()
                     try expect(UInt8(ascii: ":"))
-                    members.append((key, try value(depth: depth + 1)))
+                    if depth == 0, !omitted.isEmpty, omitted.contains(key) {
+                        guard !skipped.contains(key) else { throw fail("duplicate key \"\(key)\"") }
+                        skipped.append(key)
+                        try skip(depth: depth + 1)
+                    } else {
+                        members.append((key, try value(depth: depth + 1)))
+                    }
                     skipSpace()
                     if try separatorEnds(UInt8(ascii: "}")) { return .object(members) }
                 }
@@ -125,6 +151,15 @@ public enum JSON: Equatable, Sendable {
         }
 
         mutating func number() throws(ParseError) -> JSON {
+            let (start, fraction) = try scanNumber()
+            let text = String(decoding: bytes[start..<index], as: UTF8.self)
+            if fraction { return .decimal(text) }
+            guard let value = Int(text) else { index = start; throw fail("integer out of range") }
+            return .number(value)
+        }
+
+        /// Moves past a number; returns where it starts and whether it has a fraction or exponent.
+        mutating func scanNumber() throws(ParseError) -> (start: Int, fraction: Bool) {
             let start = index
             func digits() -> Int {
                 let from = index
@@ -145,10 +180,57 @@ public enum JSON: Equatable, Sendable {
                 guard digits() > 0 else { throw fail("expected digits in the exponent") }
                 fraction = true
             }
-            let text = String(decoding: bytes[start..<index], as: UTF8.self)
-            if fraction { return .decimal(text) }
-            guard let value = Int(text) else { index = start; throw fail("integer out of range") }
-            return .number(value)
+            return (start, fraction)
+        }
+
+        /// Moves past a value, checking it as `value` does (but for duplicate keys) and building
+        /// nothing: no allocation for plain strings, numbers within range, objects and arrays.
+        mutating func skip(depth: Int) throws(ParseError) {
+            switch try valueStart(depth: depth) {
+            case UInt8(ascii: "{"):
+                index += 1
+                skipSpace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return }
+                while true {
+                    skipSpace()
+                    try skipString()
+                    skipSpace()
+                    try expect(UInt8(ascii: ":"))
+                    try skip(depth: depth + 1)
+                    skipSpace()
+                    if try separatorEnds(UInt8(ascii: "}")) { return }
+                }
+            case UInt8(ascii: "["):
+                index += 1
+                skipSpace()
+                if index < bytes.count, bytes[index] == UInt8(ascii: "]") { index += 1; return }
+                while true {
+                    try skip(depth: depth + 1)
+                    skipSpace()
+                    if try separatorEnds(UInt8(ascii: "]")) { return }
+                }
+            case UInt8(ascii: "\""): try skipString()
+            case UInt8(ascii: "t"): try literal("true")
+            case UInt8(ascii: "f"): try literal("false")
+            case UInt8(ascii: "n"): try literal("null")
+            default:
+                let (start, fraction) = try scanNumber()
+                // Up to 18 digits always fit an Int; longer ones are checked as `number` does.
+                if !fraction, index - start > 18, Int(String(decoding: bytes[start..<index], as: UTF8.self)) == nil {
+                    index = start
+                    throw fail("integer out of range")
+                }
+            }
+        }
+
+        /// Moves past a string: plain ASCII without escapes is only scanned; anything else is
+        /// read as `string` reads it (escapes and UTF-8 checked).
+        mutating func skipString() throws(ParseError) {
+            guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { try expect(UInt8(ascii: "\"")); return }
+            var end = index + 1
+            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20, bytes[end] < 0x80 { end += 1 }
+            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") { index = end + 1; return }
+            _ = try string()
         }
 
         mutating func string() throws(ParseError) -> String {
@@ -321,7 +403,7 @@ public enum JSON: Equatable, Sendable {
             return try reader.string()
         }
 
-        public mutating func skipValue() throws(ParseError) { _ = try reader.value(depth: 1) }
+        public mutating func skipValue() throws(ParseError) { try reader.skip(depth: 1) }
 
         /// Only spaces may follow the document.
         public mutating func end() throws(ParseError) {

@@ -13,6 +13,10 @@
 //     removed); then with COUNT rules and a COUNT-element set present, one rule appended and one
 //     set element added, each as one change (timed; the kernel mark of the previous change is
 //     passed, as docknfvctl does).
+//   docknfv-bench import NETNS_PATH COUNT ITERATIONS
+//     The phases of `docknfvctl import` of COUNT rules into an empty state and namespace, timed
+//     one by one, for each backend: read the save file, merge it into the desired state, build
+//     the ruleset and validate it, apply it, save the state.
 //   docknfv-bench agent NETNS_PATH COUNT ITERATIONS
 //     The policy agent's work: COUNT policies decoded, planned and committed; one changed; none changed.
 // Prints one line per measure: `name median_us p90_us`.
@@ -22,6 +26,8 @@ import NFTables
 import IPSet
 import IPTables
 import RuleEngine
+import RuleState
+import StateFiles
 import Foundation
 import NetNS
 import Routing
@@ -61,6 +67,9 @@ if args.count == 5, args[1] == "sets", let count = Int(args[3]), let iterations 
 }
 if args.count == 5, args[1] == "nftables", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchNFTables(netns: args[2], count: count, iterations: iterations)
+}
+if args.count == 5, args[1] == "import", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
+    benchImport(netns: args[2], count: count, iterations: iterations)
 }
 if args.count == 5, args[1] == "rules", let count = Int(args[3]), let iterations = Int(args[4]), count > 0, iterations > 0 {
     benchRules(netns: args[2], count: count, iterations: iterations)
@@ -270,4 +279,53 @@ func benchAgent(netns: String, count: Int, iterations: Int) -> Never {
     }
     print("agent_nothing_changed_wrote_kernel \(wrote ? 1 : 0)")
     exit(0)
+}
+
+func benchImport(netns: String, count: Int, iterations: Int) -> Never {
+    let clock = ContinuousClock()
+    let text = "*filter\n" + (0..<count).map { i in
+        "-A FORWARD -s 10.\(i / 65536 % 256).\(i / 256 % 256).\(i % 256)/32 -p tcp -m tcp --dport \(1000 + i % 60000) -j ACCEPT\n"
+    }.joined() + "COMMIT\n"
+    let phases = ["read", "merge", "validate", "apply", "save"]
+    do {
+        for kind in [BackendKind.nftables, .iptables] {
+            var times: [String: [Double]] = [:]
+            try NetworkNamespace.run(path: netns) {
+                for _ in 0..<iterations {
+                    let directory = "/tmp/docknfv-bench-import-\(getpid())"
+                    let store = StateStore(directory: directory)
+                    var start = clock.now
+                    func lap(_ phase: String) { let now = clock.now; times[phase, default: []].append(microseconds(now - start)); start = now }
+                    let save = try SaveFileReader.read(text, family: .v4)
+                    lap("read")
+                    var state = DesiredState()
+                    _ = try state.merge(save, family: .v4)
+                    lap("merge")
+                    let backend = BackendSelector.backend(kind)
+                    let desired = state.ruleset()
+                    try backend.validate(desired)
+                    lap("validate")
+                    let report = try backend.apply(desired, previous: Ruleset())
+                    lap("apply")
+                    state.backend = kind
+                    state.kernelMark = report.kernelMark
+                    try store.save(state)
+                    lap("save")
+                    _ = try backend.remove(desired)
+                    _ = rmTree(directory)
+                }
+            }
+            for phase in phases { report("import-\(kind.rawValue)-\(phase)", times[phase] ?? []) }
+        }
+    } catch {
+        fail("\(error)")
+    }
+    exit(0)
+}
+
+/// Removes the benchmark's state directory (a few files, no subdirectories).
+func rmTree(_ path: String) -> Bool {
+    guard let names = try? FileManager.default.contentsOfDirectory(atPath: path) else { return false }
+    for name in names { unlink(path + "/" + name) }
+    return rmdir(path) == 0
 }

@@ -2,6 +2,7 @@
 // runs one command, prints the result (or the spec's error) on stdout. No Foundation and no
 // argument parser: runtimes start it for every container, so start-up time counts.
 import CNIPlugin
+import NetNS
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -34,6 +35,8 @@ if let command = getenv("CNI_COMMAND"), String(cString: command) == "VERSION" {
     exit(0)
 }
 
+NetworkNamespace.shareMainMallocArena() // the container side runs on a dedicated thread
+
 var environment: [String: String] = [:]
 environment.reserveCapacity(64)
 var cursor = environ
@@ -45,6 +48,7 @@ while let entry = cursor.pointee {
 
 var plugin = Plugin(environment: environment)
 plugin.handOffSockets = true // this process exits right after the run
+plugin.reclaimAtExit = true
 let (output, status) = plugin.run(stdin: readStdin())
 writeStdout(output)
 exit(status)

@@ -16,6 +16,9 @@ int dnfv_ns_type(int fd);
 /// CLONE_NEWNET, which glibc only declares under _GNU_SOURCE.
 int dnfv_clone_newnet(void);
 
+/* mallopt(M_ARENA_MAX, 1): <malloc.h> is not in Swift's Glibc module. */
+int dnfv_malloc_one_arena(void);
+
 /// gettid(2) — the calling thread's kernel id (used to name /proc/thread-self-like paths).
 pid_t dnfv_gettid(void);
 
