@@ -4,15 +4,9 @@ import PackageDescription
 // docknfv: dual-homed VNF containers and container network policy on Linux.
 // C libraries are reached through system-library targets (Debian -dev packages via
 // pkg-config) and one small C shim for what Swift cannot import.
-/// Every executable in release builds: the C++ runtime linked statically (Linking/README.md).
-/// Loading libstdc++ costs about 0.6 ms of every process start here, and the CNI plugin and
-/// docknfvctl start once per call. `-L Linking` puts a linker script named libstdc++.so first on
-/// the search path; it names the static archives instead.
-let staticLibraries: [LinkerSetting] = [.unsafeFlags(["-L", Context.packageDirectory + "/Linking"], .when(configuration: .release))]
-
 /// Executables that run as short processes (a command, a CNI call): linked at a fixed address in
 /// release builds, so the loader has no relocations of their own to apply at every start.
-let shortProcess: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-no-pie"], .when(configuration: .release))] + staticLibraries
+let shortProcess: [LinkerSetting] = [.unsafeFlags(["-Xlinker", "-no-pie"], .when(configuration: .release))]
 
 let package = Package(
     name: "docknfv",
@@ -83,17 +77,17 @@ let package = Package(
         .executableTarget(name: "docknfv-init", dependencies: [
             "InitSupervisor", "DualHome", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], linkerSettings: staticLibraries),
+        ]),
         .executableTarget(name: "docknfv-dhcp-hook", dependencies: [
             "DHCPHook", "Routing",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], linkerSettings: staticLibraries),
+        ]),
         // No argument parser and no Foundation: every invocation is a short process (start-up counts).
         .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles", "NetlinkRelease"], linkerSettings: shortProcess),
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
         .executableTarget(name: "docknfv", dependencies: ["CNIPlugin", "NetNS"], linkerSettings: shortProcess),
-        .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"], linkerSettings: staticLibraries),
-        .executableTarget(name: "docknfv-bench", dependencies: ["Policy", "DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables", "RuleState", "StateFiles"], linkerSettings: staticLibraries),
+        .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
+        .executableTarget(name: "docknfv-bench", dependencies: ["Policy", "DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables", "RuleState", "StateFiles"]),
 
         // Tests.
         .target(name: "TestSupport", dependencies: ["NetNS", "Routing"], path: "Tests/TestSupport"),

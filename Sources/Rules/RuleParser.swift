@@ -200,7 +200,8 @@ enum Tokenizer {
     /// `text` split at an ASCII separator, empty fields kept (over UTF-8 bytes: splitting a
     /// String walks grapheme clusters, which is far slower and finds the same ASCII separators).
     static func fields(_ text: String, _ separator: Unicode.Scalar, maxSplits: Int = .max) -> [String] {
-        text.utf8.split(separator: UInt8(separator.value), maxSplits: maxSplits, omittingEmptySubsequences: false)
+        precondition(separator.isASCII, "an ASCII separator")
+        return text.utf8.split(separator: UInt8(separator.value), maxSplits: maxSplits, omittingEmptySubsequences: false)
             .map { String(decoding: $0, as: UTF8.self) }
     }
 

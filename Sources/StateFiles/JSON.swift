@@ -403,7 +403,7 @@ public enum JSON: Equatable, Sendable {
             return try reader.string()
         }
 
-        public mutating func skipValue() throws(ParseError) { try reader.skip(depth: 1) }
+        public mutating func skipValue() throws(ParseError) { _ = try reader.value(depth: 1) } // duplicate keys refused too
 
         /// Only spaces may follow the document.
         public mutating func end() throws(ParseError) {

@@ -189,6 +189,13 @@ struct PluginBinaryTests {
             var gone = lab.env("DEL", id: "gone")
             gone["CNI_NETNS"] = "/run/netns/dnfvt-no-such-ns"
             #expect(try lab.plugin(gone, lab.config("1.0.0")).status == 0)
+            // DEL does not read the runtime config (it works from the record): content ADD would
+            // refuse is ignored, but the stdin must still be JSON.
+            let odd = lab.config("1.0.0").replacingOccurrences(of: #""protocol":"tcp""#, with: #""protocol":"nonsense","protocol":7"#)
+            #expect(try lab.plugin(lab.env("DEL", id: "odd"), odd).status == 0)
+            let broken = lab.config("1.0.0").replacingOccurrences(of: #""end":443}"#, with: #""end":443,}"#)
+            let refused = try lab.plugin(lab.env("DEL", id: "broken"), broken)
+            #expect(refused.status != 0 && refused.json?["code"]?.int == 6, "\(refused.raw)")
         }
     }
 

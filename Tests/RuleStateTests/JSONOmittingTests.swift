@@ -48,6 +48,20 @@ struct JSONOmittingTests {
         #expect(throws: JSON.ParseError.self) { try JSON.parse(Array(text.utf8)) }
     }
 
+    @Test("Integers at Int's bounds and nesting at the depth limit get the same verdict either way", arguments: [
+        ("9223372036854775807", true), ("-9223372036854775808", true), ("123456789012345678", true),
+        ("9223372036854775808", false), ("-9223372036854775809", false), ("12345678901234567890", false),
+        ("1e400", true), ("-0.5", true),
+        (String(repeating: "[", count: 62) + String(repeating: "]", count: 62), true),
+        (String(repeating: "[", count: 63) + String(repeating: "]", count: 63), false),
+    ])
+    func bounds(value: String, accepted: Bool) {
+        // The value stands at depth 2: 62 nested arrays put the innermost at 63, the deepest allowed.
+        let bytes = Array(#"{"runtimeConfig":{"a":\#(value)},"b":1}"#.utf8)
+        #expect(((try? JSON.parse(bytes)) != nil) == accepted, "whole parse of \(value.prefix(30))")
+        #expect(((try? JSON.parse(bytes, omittingMembers: ["runtimeConfig"])) != nil) == accepted, "omitting \(value.prefix(30))")
+    }
+
     @Test("Invalid UTF-8 inside the omitted member is refused")
     func invalidUTF8() {
         let bytes = Array(#"{"runtimeConfig":{"a":""#.utf8) + [0xc3, 0x28] + Array(#""}}"#.utf8)

@@ -42,13 +42,29 @@ require_root() { [ "$(id -u)" -eq 0 ] || die "run as root: it creates network na
 
 require_swift() { command -v swift >/dev/null || die "Swift toolchain not found (expected /opt/swift/usr/bin/swift)"; }
 
+# `swift build` arguments of every release build: the Swift stdlib linked statically, and through
+# the linker script in Linking/ the C++ runtime too (Linking/README.md). Add --product NAME.
+RELEASE_BUILD=(-c release --static-swift-stdlib -Xlinker "-L$DOCKNFV_ROOT/Linking")
+
+# check_static_cxx BINARY… — fails when a release binary still needs the shared C++ runtime (a
+# libstdc++.so found before Linking/ on the linker's search path would do that silently).
+check_static_cxx() {
+  local binary
+  for binary in "$@"; do
+    if readelf -d "$binary" | grep -qE 'NEEDED.*(libstdc\+\+|libgcc_s)'; then
+      die "$binary needs the shared C++ runtime: the Linking/ linker script was not used (see Linking/README.md)"
+    fi
+  done
+}
+
 # build_release — static-stdlib release binaries in .build/release.
 build_release() {
   require_swift
-  log "building release binaries (Swift stdlib linked statically)"
-  (cd "$DOCKNFV_ROOT" && swift build -c release --static-swift-stdlib 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' | tail -n 5) >&2
+  log "building release binaries (Swift stdlib and C++ runtime linked statically)"
+  (cd "$DOCKNFV_ROOT" && swift build "${RELEASE_BUILD[@]}" 2>&1 | grep -vE '^\[[0-9]+/[0-9]+\]' | tail -n 5) >&2
   [ "${PIPESTATUS[0]}" -eq 0 ] || die "build failed"
   BIN="$DOCKNFV_ROOT/.build/release"
+  check_static_cxx "$BIN/docknfvctl" "$BIN/docknfv" "$BIN/docknfv-init"
 }
 
 # bench_summary BENCHMARK CASE DOCKNFV REFERENCE RATIO TARGET MET — one row of the table that
