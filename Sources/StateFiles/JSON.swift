@@ -70,13 +70,27 @@ public enum JSON: Equatable, Sendable {
         /// Members of the top-level object that are checked but not built (`parse(_:omittingMembers:)`).
         var omitted: Set<String> = []
 
+        // The loops over bytes below read through an unsafe buffer: state files and CNI configs
+        // are hundreds of kilobytes, and an array subscript checks its bounds on every byte.
+
         mutating func skipSpace() {
-            while index < bytes.count {
-                switch bytes[index] {
-                case 0x20, 0x09, 0x0a, 0x0d: index += 1
-                default: return
+            let start = index
+            index = bytes.withUnsafeBufferPointer { buffer in
+                var at = start
+                while at < buffer.count {
+                    switch buffer[at] {
+                    case 0x20, 0x09, 0x0a, 0x0d: at += 1
+                    default: return at
+                    }
                 }
+                return at
             }
+        }
+
+        /// Where the string body starting at `start` ends — at the first quote, backslash, control
+        /// character or the end of the bytes — and whether it is all ASCII up to there.
+        func stringBody(from start: Int) -> (end: Int, ascii: Bool) {
+            bytes.withUnsafeBufferPointer { ByteScan.plainRun($0, from: start) }
         }
 
         func fail(_ reason: String) -> ParseError { ParseError(offset: index, reason: reason) }
@@ -227,20 +241,17 @@ public enum JSON: Equatable, Sendable {
         /// read as `string` reads it (escapes and UTF-8 checked).
         mutating func skipString() throws(ParseError) {
             guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { try expect(UInt8(ascii: "\"")); return }
-            var end = index + 1
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20, bytes[end] < 0x80 { end += 1 }
-            if end < bytes.count, bytes[end] == UInt8(ascii: "\"") { index = end + 1; return }
+            let (end, ascii) = stringBody(from: index + 1)
+            if ascii, end < bytes.count, bytes[end] == UInt8(ascii: "\"") { index = end + 1; return }
             _ = try string()
         }
 
         mutating func string() throws(ParseError) -> String {
             try expect(UInt8(ascii: "\""))
             // Fast path: no escapes before the closing quote.
-            var end = index
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            let (end, ascii) = stringBody(from: index)
             if end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
                 let slice = bytes[index..<end]
-                let ascii = !slice.contains { $0 >= 0x80 }
                 guard let text = ascii ? String(decoding: slice, as: UTF8.self) : String(validating: slice, as: UTF8.self) else { throw fail("invalid UTF-8") }
                 index = end + 1
                 return text
@@ -351,14 +362,15 @@ public enum JSON: Equatable, Sendable {
             guard try nextMember() else { return nil }
             var found = known.count
             let bytes = reader.bytes
-            var end = reader.index + 1
-            while end < bytes.count, bytes[end] != UInt8(ascii: "\""), bytes[end] != UInt8(ascii: "\\"), bytes[end] >= 0x20 { end += 1 }
+            let end = reader.stringBody(from: reader.index + 1).end
             if reader.index < bytes.count, bytes[reader.index] == UInt8(ascii: "\""), end < bytes.count, bytes[end] == UInt8(ascii: "\"") {
                 let start = reader.index + 1, length = end - start
-                for (index, key) in known.enumerated() where key.count == length {
-                    var same = true
-                    for offset in 0..<length where bytes[start + offset] != key[offset] { same = false; break }
-                    if same { found = index; break }
+                bytes.withUnsafeBufferPointer { buffer in
+                    for (index, key) in known.enumerated() where key.count == length
+                        && key.withUnsafeBufferPointer({ known in (0..<length).allSatisfy { known[$0] == buffer[start + $0] } }) {
+                        found = index
+                        break
+                    }
                 }
                 reader.index = end + 1
             } else {
