@@ -66,7 +66,7 @@ public struct RuleParser {
 
     /// Parses tokens already split (as given on a command line after `--`).
     public func parse(tokens: [String]) throws(RuleParseError) -> [Rule] {
-        let text = tokens.map(Tokenizer.quoteIfNeeded).joined(separator: " ")
+        let text = Tokenizer.joinWords(tokens.map(Tokenizer.quoteIfNeeded))
         try Tokenizer.refuseControlCharacters(tokens, rule: text)
         var tokens = tokens
         if let environment {
@@ -156,31 +156,50 @@ public struct RuleParser {
 /// Shell-like splitting: whitespace separates, double and single quotes group, backslash escapes.
 enum Tokenizer {
     static func split(_ text: String, rule: String, singleQuotes: Bool = true) throws(RuleParseError) -> [String] {
-        // Over UTF-8 bytes: every delimiter is ASCII, and Character iteration is far slower.
-        var tokens: [String] = []
-        var current: [UInt8] = []
-        var inToken = false
-        var quote: UInt8 = 0
-        var escaped = false
-        let backslash = UInt8(ascii: "\\"), single = UInt8(ascii: "'"), double = UInt8(ascii: "\"")
-        for byte in text.utf8 {
-            if escaped { current.append(byte); escaped = false; continue }
-            if byte == backslash && quote != single { escaped = true; inToken = true; continue }
-            if quote != 0 {
-                if byte == quote { quote = 0 } else { current.append(byte) }
-                continue
+        // Over UTF-8 bytes: every delimiter is ASCII, and Character iteration is far slower. A
+        // token without quotes or escapes is made straight from its bytes.
+        var text = text
+        let (tokens, quote, escaped) = text.withUTF8 { buffer -> ([String], UInt8, Bool) in
+            var tokens: [String] = []
+            var current: [UInt8] = [] // the token being unquoted, once it has a quote or an escape
+            var inToken = false, plain = true, start = 0
+            var quote: UInt8 = 0
+            var escaped = false
+            let backslash = UInt8(ascii: "\\"), single = UInt8(ascii: "'"), double = UInt8(ascii: "\"")
+            func unquoting(at index: Int) {
+                if !inToken { current.removeAll(keepingCapacity: true) }
+                else if plain { current.removeAll(keepingCapacity: true); current.append(contentsOf: buffer[start..<index]) }
+                inToken = true
+                plain = false
             }
-            if byte == double || (byte == single && singleQuotes) { quote = byte; inToken = true; continue }
-            if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") {
-                if inToken { tokens.append(String(decoding: current, as: UTF8.self)); current.removeAll(keepingCapacity: true); inToken = false }
-                continue
+            for index in 0..<buffer.count {
+                let byte = buffer[index]
+                if escaped { current.append(byte); escaped = false; continue }
+                if byte == backslash && quote != single { unquoting(at: index); escaped = true; continue }
+                if quote != 0 {
+                    if byte == quote { quote = 0 } else { current.append(byte) }
+                    continue
+                }
+                if byte == double || (byte == single && singleQuotes) { unquoting(at: index); quote = byte; continue }
+                if byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\n") {
+                    if inToken {
+                        tokens.append(plain ? String(decoding: UnsafeBufferPointer(rebasing: buffer[start..<index]), as: UTF8.self)
+                                            : String(decoding: current, as: UTF8.self))
+                        inToken = false
+                    }
+                    continue
+                }
+                if !inToken { inToken = true; plain = true; start = index }
+                else if !plain { current.append(byte) }
             }
-            current.append(byte)
-            inToken = true
+            if inToken && quote == 0 && !escaped {
+                tokens.append(plain ? String(decoding: UnsafeBufferPointer(rebasing: buffer[start...]), as: UTF8.self)
+                                    : String(decoding: current, as: UTF8.self))
+            }
+            return (tokens, quote, escaped)
         }
         if quote != 0 { throw RuleParseError(rule: rule, token: nil, position: nil, reason: "unterminated quote") }
         if escaped { throw RuleParseError(rule: rule, token: nil, position: nil, reason: "trailing backslash") }
-        if inToken { tokens.append(String(decoding: current, as: UTF8.self)) }
         return tokens
     }
 
@@ -201,8 +220,40 @@ enum Tokenizer {
     /// String walks grapheme clusters, which is far slower and finds the same ASCII separators).
     static func fields(_ text: String, _ separator: Unicode.Scalar, maxSplits: Int = .max) -> [String] {
         precondition(separator.isASCII, "an ASCII separator")
-        return text.utf8.split(separator: UInt8(separator.value), maxSplits: maxSplits, omittingEmptySubsequences: false)
-            .map { String(decoding: $0, as: UTF8.self) }
+        let byte = UInt8(separator.value)
+        guard text.utf8.contains(byte) else { return [text] }
+        var text = text
+        return text.withUTF8 { buffer in
+            var out: [String] = []
+            var start = 0
+            for at in 0..<buffer.count where buffer[at] == byte && out.count < maxSplits {
+                out.append(String(decoding: UnsafeBufferPointer(rebasing: buffer[start..<at]), as: UTF8.self))
+                start = at + 1
+            }
+            out.append(String(decoding: UnsafeBufferPointer(rebasing: buffer[start...]), as: UTF8.self))
+            return out
+        }
+    }
+
+    /// `words` joined by single spaces (`joined(separator:)` costs thousands of instructions for
+    /// a rule's dozen words, and every rule added is rendered).
+    static func joinWords(_ words: [String]) -> String {
+        let count = words.reduce(max(0, words.count - 1)) { $0 + $1.utf8.count }
+        // One allocation, each word copied as bytes (`String.append` costs hundreds of
+        // instructions a call).
+        return String(unsafeUninitializedCapacity: count) { out in
+            var at = 0
+            for (index, word) in words.enumerated() {
+                if index > 0 { out[at] = UInt8(ascii: " "); at += 1 }
+                var word = word
+                at += word.withUTF8 { bytes in
+                    guard let base = bytes.baseAddress, !bytes.isEmpty else { return 0 }
+                    UnsafeMutableRawPointer(out.baseAddress! + at).copyMemory(from: base, byteCount: bytes.count)
+                    return bytes.count
+                }
+            }
+            return at
+        }
     }
 
     /// Only ASCII digits (`Character.isNumber` also takes other scripts' digits, which `UInt16`

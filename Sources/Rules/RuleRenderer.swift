@@ -17,7 +17,7 @@ public enum RuleRenderer {
         if let p = rule.proto { negatable(p.inverted, "-p", IPProtocol.name(p.value)) }
         for match in rule.matches { out += render(match) }
         out += render(rule.target, family: rule.family)
-        return out.joined(separator: " ")
+        return Tokenizer.joinWords(out)
     }
 
     /// `-A CHAIN …`, as in a save file.

@@ -39,10 +39,9 @@ public enum SaveFileReader {
         parser.restoreSyntax = true
         var tables: [SaveFile.TableSection] = []
         var current: SaveFile.TableSection?
-        // Split on the byte, not on Characters: "\r\n" is one Character and would not split.
-        for (offset, raw) in text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+        for (offset, trimmed) in lines(text).enumerated() {
             let number = offset + 1
-            var line = String(decoding: raw, as: UTF8.self).trimming(" \t\r")
+            var line = trimmed
             // `-4 -A …` / `-6 -A …`: for one family only.
             if line.hasPrefix("-4 ") || line.hasPrefix("-6 ") {
                 if (line.hasPrefix("-4 ") ? IPFamily.v4 : .v6) != family { continue }
@@ -74,15 +73,15 @@ public enum SaveFileReader {
                 current!.chains.append(.init(name: name, policy: builtin ? policy : nil))
             } else if line.hasPrefix("-A ") {
                 guard current != nil else { throw fail("rule outside a table") }
-                let rest = line.dropFirst(3)
-                guard let space = rest.firstIndex(of: " ") else { throw fail("rule without options") }
-                let chain = String(rest[..<space])
+                let rest = line.utf8.dropFirst(3)
+                guard let space = rest.firstIndex(of: UInt8(ascii: " ")) else { throw fail("rule without options") }
+                let chain = String(decoding: rest[..<space], as: UTF8.self)
                 // Built-in chains need no `:CHAIN` line (iptables-restore does not ask for one either).
                 guard current!.table.builtinChains.contains(chain) || current!.chains.contains(where: { $0.name == chain }) else {
                     throw fail("chain \(chain) was not declared")
                 }
                 let rules: [Rule]
-                do { rules = try parser.parse(String(rest[rest.index(after: space)...])) } catch {
+                do { rules = try parser.parse(String(decoding: rest[rest.index(after: space)...], as: UTF8.self)) } catch {
                     throw fail(error.detail)
                 }
                 for rule in rules {
@@ -95,5 +94,27 @@ public enum SaveFileReader {
         }
         if current != nil { throw SaveFileError(line: 0, text: "", reason: "the last table has no COMMIT") }
         return SaveFile(tables: tables)
+    }
+
+    /// The file's lines without their leading and trailing spaces, tabs and carriage returns.
+    /// Split on the byte, not on Characters ("\r\n" is one Character and would not split), over
+    /// the bytes in place: a save file has thousands of lines.
+    static func lines(_ text: String) -> [String] {
+        var text = text
+        return text.withUTF8 { bytes in
+            func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") || byte == UInt8(ascii: "\r") }
+            var lines: [String] = []
+            var start = 0
+            while start <= bytes.count {
+                var end = start
+                while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
+                var first = start, last = end
+                while first < last, isSpace(bytes[first]) { first += 1 }
+                while last > first, isSpace(bytes[last - 1]) { last -= 1 }
+                lines.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[first..<last]), as: UTF8.self))
+                start = end + 1
+            }
+            return lines
+        }
     }
 }

@@ -88,6 +88,63 @@ struct TextFastPathTests {
         }
     }
 
+    /// The tokenizer as it was before tokens were sliced straight from the bytes.
+    static func referenceSplit(_ text: String, singleQuotes: Bool) -> [String]? {
+        var tokens: [String] = [], current: [UInt8] = []
+        var inToken = false, quote: UInt8 = 0, escaped = false
+        for byte in text.utf8 {
+            if escaped { current.append(byte); escaped = false; continue }
+            if byte == 0x5c && quote != 0x27 { escaped = true; inToken = true; continue }
+            if quote != 0 { if byte == quote { quote = 0 } else { current.append(byte) }; continue }
+            if byte == 0x22 || (byte == 0x27 && singleQuotes) { quote = byte; inToken = true; continue }
+            if byte == 0x20 || byte == 0x09 || byte == 0x0a {
+                if inToken { tokens.append(String(decoding: current, as: UTF8.self)); current.removeAll(); inToken = false }
+                continue
+            }
+            current.append(byte)
+            inToken = true
+        }
+        if quote != 0 || escaped { return nil }
+        if inToken { tokens.append(String(decoding: current, as: UTF8.self)) }
+        return tokens
+    }
+
+    @Test("Tokens split as before, quotes, escapes and UTF-8 included (seeded: DOCKNFV_FUZZ_SEED)")
+    func tokenizer() {
+        var rng = SeededGenerator(seed: SeededGenerator.seed(for: "tokenizer", fallback: 1066))
+        let pieces = ["-p", "tcp", " ", "  ", "\t", "\n", "\"", "'", "\\", "a b", "é", "x", "--comment", "\"\"", "''", "-j", "ACCEPT", "\\\""]
+        var texts = ["", " ", "a", "\"a b\" c", "a\\ b", "'it''s'", "\"unterminated", "trailing\\", "x\"y z\"w", "é 'ü x'"]
+        for _ in 0..<20_000 {
+            texts.append((0..<Int.random(in: 1...8, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined())
+        }
+        for text in texts {
+            for singleQuotes in [true, false] {
+                let split = try? Tokenizer.split(text, rule: text, singleQuotes: singleQuotes)
+                #expect(split == Self.referenceSplit(text, singleQuotes: singleQuotes), "\(text) singleQuotes \(singleQuotes)")
+            }
+        }
+    }
+
+    @Test("Save-file lines split and trimmed as before (seeded: DOCKNFV_FUZZ_SEED)")
+    func saveFileLines() {
+        var rng = SeededGenerator(seed: SeededGenerator.seed(for: "save file lines", fallback: 1210))
+        let pieces = ["\n", "\r\n", " ", "\t", "\r", "-A FORWARD", "*filter", "é", "x", "COMMIT", "\n\n"]
+        var texts = ["", "\n", "a", "a\n", "\r\n\r\n", " \t a \r\n b"]
+        for _ in 0..<5_000 {
+            texts.append((0..<Int.random(in: 1...10, using: &rng)).map { _ in pieces.randomElement(using: &rng)! }.joined())
+        }
+        for text in texts {
+            let old = text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false)
+                .map { String(decoding: $0, as: UTF8.self).trimming(" \t\r") }
+            #expect(SaveFileReader.lines(text) == old, "\(text.debugDescription)")
+        }
+    }
+
+    @Test("Words joined by single spaces, as joined(separator:) does", arguments: [[String](), [""], ["a"], ["", "x"], ["-p", "tcp", "", "-j", "ACCEPT"]])
+    func joinWords(words: [String]) {
+        #expect(Tokenizer.joinWords(words) == words.joined(separator: " "))
+    }
+
     @Test("Only ASCII digits are decimal")
     func decimal() {
         #expect(Tokenizer.isDecimal("0123456789"))
