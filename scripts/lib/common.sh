@@ -43,8 +43,10 @@ require_root() { [ "$(id -u)" -eq 0 ] || die "run as root: it creates network na
 require_swift() { command -v swift >/dev/null || die "Swift toolchain not found (expected /opt/swift/usr/bin/swift)"; }
 
 # `swift build` arguments of every release build: the Swift stdlib linked statically, and through
-# the linker script in Linking/ the C++ runtime too (Linking/README.md). Add --product NAME.
-RELEASE_BUILD=(-c release --static-swift-stdlib -Xlinker "-L$DOCKNFV_ROOT/Linking")
+# the linker script in Linking/ the C++ runtime too (Linking/README.md); no $ORIGIN run path (the
+# binaries need no library of their own, and none placed beside an installed one may be loaded).
+# Add --product NAME.
+RELEASE_BUILD=(-c release --static-swift-stdlib --disable-local-rpath -Xlinker "-L$DOCKNFV_ROOT/Linking")
 
 # check_static_cxx BINARY… — fails when a release binary still needs the shared C++ runtime (a
 # libstdc++.so found before Linking/ on the linker's search path would do that silently).
