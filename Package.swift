@@ -43,6 +43,7 @@ let package = Package(
         // Library modules, one job each.
         .target(name: "NetTypes"),
         .target(name: "NetNS", dependencies: ["CDockNFVShim"]),
+        .target(name: "ShortProcess", dependencies: ["CDockNFVShim"]),
         .target(name: "Routing", dependencies: ["NetTypes", "CLibNL", "CDockNFVShim"]),
         .target(name: "DualHome", dependencies: ["NetTypes", "Routing"]),
         .target(name: "StateFiles"),
@@ -52,7 +53,7 @@ let package = Package(
         .target(name: "NFTables", dependencies: ["RuleEngine", "CLibNFTNL", "NetlinkRelease"]),
         .target(name: "IPSet", dependencies: ["RuleEngine", "CIPSetShim"]),
         .target(name: "IPTables", dependencies: ["RuleEngine", "IPSet", "CNetfilterShim"]),
-        .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles"]),
+        .target(name: "RuleState", dependencies: ["RuleEngine", "IPTables", "NFTables", "IPSet", "StateFiles", "ShortProcess"]),
         .target(name: "Conntrack", dependencies: ["NetTypes", "CLibMNL", "NetlinkRelease"]),
         .target(name: "PortMap", dependencies: ["RuleEngine"]),
         .target(name: "ASG", dependencies: ["RuleEngine"]),
@@ -63,7 +64,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "NIOHTTP1", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
         ]),
-        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "Policy", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles"]),
+        .target(name: "CNIPlugin", dependencies: ["CNI", "NetTypes", "Conntrack", "NetlinkRelease", "Policy", "PortMap", "ASG", "RuleEngine", "RuleState", "DualHome", "Routing", "NetNS", "StateFiles", "ShortProcess"]),
         .target(name: "Agent", dependencies: [
             "Policy", "PolicyClient", "CNIPlugin", "RuleEngine", "RuleState", "NFTables", "StateFiles", "NetTypes",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
@@ -83,9 +84,9 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         // No argument parser and no Foundation: every invocation is a short process (start-up counts).
-        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles", "NetlinkRelease"], linkerSettings: shortProcess),
+        .executableTarget(name: "docknfvctl", dependencies: ["RuleState", "RuleEngine", "NetNS", "StateFiles", "NetlinkRelease", "ShortProcess"], linkerSettings: shortProcess),
         // The CNI plugin: started for every container by the runtime; lean like docknfvctl.
-        .executableTarget(name: "docknfv", dependencies: ["CNIPlugin", "NetNS"], linkerSettings: shortProcess),
+        .executableTarget(name: "docknfv", dependencies: ["CNIPlugin", "ShortProcess"], linkerSettings: shortProcess),
         .executableTarget(name: "docknfv-agent", dependencies: ["Agent", "StateFiles"]),
         .executableTarget(name: "docknfv-bench", dependencies: ["Policy", "DualHome", "Routing", "NetNS", "IPTables", "IPSet", "RuleEngine", "NFTables", "RuleState", "StateFiles"]),
 

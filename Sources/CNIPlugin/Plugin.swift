@@ -8,6 +8,7 @@ import Policy
 import RuleEngine
 import RuleState
 import Routing
+import ShortProcess
 import StateFiles
 #if canImport(Glibc)
 import Glibc
@@ -25,19 +26,6 @@ public struct Plugin {
     /// (`NetlinkRelease.together(handingOff:)`), so the runtime does not wait for nf_tables to
     /// free what a DEL removed. Off for in-process callers (tests, the agent).
     public var handOffSockets = false
-    /// The process exits after this run: the large values of a run (the parsed configuration,
-    /// the plan, the record) are left for the exit to reclaim. Freeing them one object at a time
-    /// took a fifth of an ADD's instructions with 1,000 ASG rules, before the runtime got its
-    /// answer. Off for in-process callers.
-    public var reclaimAtExit = false
-
-    /// What `reclaimAtExit` keeps. `nonisolated(unsafe)`: appended to by the one run of a
-    /// short-lived process, never read.
-    nonisolated(unsafe) private static var keptUntilExit: [Any] = []
-
-    private func keepUntilExit(_ value: Any) {
-        if reclaimAtExit { Self.keptUntilExit.append(value) }
-    }
 
     public init(environment: [String: String]) { self.environment = environment }
 
@@ -54,10 +42,10 @@ public struct Plugin {
             do { json = try request.command == .del ? JSON.parse(stdin, omittingMembers: ["runtimeConfig"]) : JSON.parse(stdin) } catch {
                 throw CNIError(CNIError.decodeFailure, "cannot decode the network configuration", details: "\(error)")
             }
-            keepUntilExit(json)
+            ShortProcess.keepUntilExit(json) // the parsed config, plan and record: see ShortProcess
             if let text = json["cniVersion"]?.string, CNIVersion(text) != nil { version = text }
             let config = try PluginConfig(json, command: request.command)
-            keepUntilExit(config)
+            ShortProcess.keepUntilExit(config)
             return try NetlinkRelease.together(handingOff: handOffSockets) { () throws(CNIError) -> (output: [UInt8], status: Int32) in
                 switch request.command {
                 case .add: return (try add(request, config).compact() + [0x0a], 0)
@@ -94,8 +82,8 @@ public struct Plugin {
         let previous = try store.load(attachment)
         let (inputs, containerKind) = try observe(request, config, attachment: attachment, previous: previous)
         let plan = try AttachmentPlanner.plan(config, inputs)
-        keepUntilExit(plan)
-        keepUntilExit(previous as Any)
+        ShortProcess.keepUntilExit(plan)
+        ShortProcess.keepUntilExit(previous as Any)
         let hostKind = try select(config.backend, recorded: previous?.hostBackend, hasRules: !(previous?.host.isEmpty ?? true))
 
         var record = AttachmentRecord(attachment: attachment)

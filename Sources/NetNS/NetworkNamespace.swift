@@ -68,15 +68,6 @@ public enum NetworkNamespace {
         try enter(fd: fd, label: path)
     }
 
-    /// For short-lived processes (a command, a CNI call) whose work runs on `run`'s dedicated
-    /// thread: glibc gives a process's second thread a malloc arena of its own, which grows one
-    /// page at a time (an `mprotect` and a page fault each: 266 of them to import 1,000 rules).
-    /// One arena for the process keeps that thread on the main heap, which grows in large steps.
-    /// Call before `run`; long-running daemons with many threads should not.
-    public static func shareMainMallocArena() {
-        _ = dnfv_malloc_one_arena()
-    }
-
     /// Checks that `path` names a network namespace, without entering it.
     public static func validate(path: String) throws {
         let fd = try open(path: path)

@@ -1,4 +1,5 @@
 import RuleEngine
+import ShortProcess
 import StateFiles
 #if canImport(Glibc)
 import Glibc
@@ -47,16 +48,9 @@ public struct StateStore: Sendable {
     static let journalLimit = 1 << 20
 
     /// The desired state: the state file and the rules its journal appended since.
-    /// Set by a short-lived process (docknfvctl) before its command: every state `load` returns
-    /// is also kept until the process exits. Freeing ten thousand rules one object at a time
-    /// took an eighth of a `rule list`'s instructions, after its output was written.
-    /// `nonisolated(unsafe)`: set once at start; `load` runs on one thread at a time there.
-    nonisolated(unsafe) public static var keepsLoadedStatesUntilExit = false
-    nonisolated(unsafe) private static var keptUntilExit: [DesiredState] = []
-
     public func load() throws -> DesiredState {
         let state = try loadState()
-        if Self.keepsLoadedStatesUntilExit { Self.keptUntilExit.append(state) }
+        ShortProcess.keepUntilExit(state) // freed by the exit in docknfvctl, not rule by rule
         return state
     }
 

@@ -2,7 +2,7 @@
 // runs one command, prints the result (or the spec's error) on stdout. No Foundation and no
 // argument parser: runtimes start it for every container, so start-up time counts.
 import CNIPlugin
-import NetNS
+import ShortProcess
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -35,7 +35,7 @@ if let command = getenv("CNI_COMMAND"), String(cString: command) == "VERSION" {
     exit(0)
 }
 
-NetworkNamespace.shareMainMallocArena() // the container side runs on a dedicated thread
+ShortProcess.begin()
 
 var environment: [String: String] = [:]
 environment.reserveCapacity(64)
@@ -48,7 +48,6 @@ while let entry = cursor.pointee {
 
 var plugin = Plugin(environment: environment)
 plugin.handOffSockets = true // this process exits right after the run
-plugin.reclaimAtExit = true
 let (output, status) = plugin.run(stdin: readStdin())
 writeStdout(output)
 exit(status)

@@ -2,6 +2,7 @@ import NetNS
 import NetlinkRelease
 import RuleEngine
 import RuleState
+import ShortProcess
 import StateFiles
 #if canImport(Glibc)
 import Glibc
@@ -412,8 +413,7 @@ let overview = """
 }
 
 @MainActor func main() -> Int32 {
-    NetworkNamespace.shareMainMallocArena() // the command runs on a dedicated thread (--netns)
-    StateStore.keepsLoadedStatesUntilExit = true // the exit reclaims them at once
+    ShortProcess.begin()
     let words = Array(Swift.CommandLine.arguments.dropFirst())
     let command: Command?, arguments: Arguments, path: [String]
     do { (command, arguments, path) = try Parser.parse(words, commands: commands) } catch {
